@@ -1,0 +1,123 @@
+"""The ``ctemplate`` command: parse flags, load the configuration, set up logging, run.
+
+Errors print one line, ``ctemplate: error: ...``, and exit non-zero; tracebacks only with
+``-log-level debug`` (or trace).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+from .errors import ConfigError, CtemplateError
+
+__all__ = ["main"]
+
+EXIT_FLAGS = 13  # consul-template's exit codes
+EXIT_CONFIG = 15
+EXIT_ERROR = 14
+
+TRACE = 5
+_LEVELS = {
+    "trace": TRACE,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "err": logging.ERROR,
+}
+_NAMES = {
+    TRACE: "TRACE",
+    logging.DEBUG: "DEBUG",
+    logging.INFO: "INFO",
+    logging.WARNING: "WARN",
+    logging.ERROR: "ERR",
+    logging.CRITICAL: "ERR",
+}
+
+
+class _Formatter(logging.Formatter):
+    """``2026-11-24T19:50:18.123Z [INFO] (runner) message``"""
+
+    def __init__(self, tracebacks: bool) -> None:
+        super().__init__()
+        self.tracebacks = tracebacks
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        t = time.gmtime(record.created)
+        return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z"
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = _NAMES.get(record.levelno, record.levelname)
+        line = f"{self.formatTime(record)} [{level}] {record.getMessage()}"
+        if record.exc_info and self.tracebacks:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup_logging(level_name: str) -> None:
+    logging.addLevelName(TRACE, "TRACE")
+    level = _LEVELS.get(level_name, logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(tracebacks=level <= logging.DEBUG))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _error(message: str) -> None:
+    print(f"ctemplate: error: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import __version__
+    from .flags import parse_flags, usage
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        flags = parse_flags(args)
+    except ConfigError as exc:
+        _error(str(exc))
+        return EXIT_FLAGS
+    if flags.help:
+        print(usage())
+        return 0
+    if flags.version:
+        print(f"ctemplate v{__version__}")
+        return 0
+
+    from .config import Config, load_config
+
+    try:
+        config = load_config(flags, os.environ)
+    except ConfigError as exc:
+        _error(str(exc))
+        return EXIT_CONFIG
+    setup_logging(config.log_level)
+
+    import asyncio
+
+    from .runner import run
+
+    def reload() -> Config:
+        return load_config(flags, os.environ)
+
+    try:
+        return asyncio.run(run(config, reload))
+    except ConfigError as exc:
+        _error(str(exc))
+        return EXIT_CONFIG
+    except CtemplateError as exc:
+        _error(str(exc))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 0
+    except Exception as exc:  # a bug: say so in one line; the traceback at debug level
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        _error(f"internal error: {type(exc).__name__}: {exc} (run with -log-level debug)")
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

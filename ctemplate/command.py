@@ -1,0 +1,101 @@
+"""Commands run after a file changed (reload nginx, ...).
+
+A string runs through ``sh -c``; a list runs as an argv. Each command gets its own process
+group (session), so a timeout kills the command and everything it started: SIGTERM to the
+group, then SIGKILL after a short grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from .errors import CommandError
+
+__all__ = ["CommandResult", "describe", "run_command"]
+
+log = logging.getLogger(__name__)
+
+_TAIL = 2000  # bytes of stderr kept for the error message
+_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def describe(command: str | tuple[str, ...]) -> str:
+    return command if isinstance(command, str) else " ".join(command)
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def run_command(
+    command: str | tuple[str, ...],
+    *,
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+    what: str = "command",
+) -> CommandResult:
+    """Run a command to completion; raise CommandError on a non-zero exit or a timeout.
+
+    ``timeout <= 0`` waits forever.
+    """
+    argv: tuple[str, ...] = ("/bin/sh", "-c", command) if isinstance(command, str) else command
+    if not argv:
+        raise CommandError(f"{what}: empty command")
+    started = time.monotonic()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            env=env,
+        )
+    except OSError as exc:
+        raise CommandError(f"{what} {describe(command)!r} could not start: {exc.strerror}") from exc
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout if timeout > 0 else None)
+    except TimeoutError:
+        _kill_group(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), _GRACE)
+        except TimeoutError:
+            _kill_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        # Children that ignored SIGTERM go too.
+        _kill_group(proc.pid, signal.SIGKILL)
+        raise CommandError(
+            f"{what} {describe(command)!r} ran past its timeout of {timeout:g}s and was killed "
+            "with its process group (raise command_timeout if it needs longer)"
+        ) from None
+    except asyncio.CancelledError:
+        _kill_group(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            await proc.wait()
+        raise
+    seconds = time.monotonic() - started
+    stdout = out.decode("utf-8", errors="replace")
+    stderr = err.decode("utf-8", errors="replace")
+    result = CommandResult(proc.returncode or 0, stdout, stderr, seconds)
+    if result.returncode != 0:
+        tail = stderr[-_TAIL:].strip() or stdout[-_TAIL:].strip()
+        tail_text = f": {tail}" if tail else ""
+        raise CommandError(
+            f"{what} {describe(command)!r} exited with status {result.returncode}{tail_text}"
+        )
+    return result

@@ -1,0 +1,93 @@
+"""The query grammar: canonical identities, endpoints and the errors users see."""
+
+from __future__ import annotations
+
+import pytest
+
+from ctemplate.errors import QueryError
+from ctemplate.queries import parse_key, parse_prefix, parse_service, parse_services
+
+
+@pytest.mark.parametrize(
+    ("args", "identity", "path", "params"),
+    [
+        (("web",), "health.service(web|passing)", "/v1/health/service/web", {"passing": "1"}),
+        (
+            ("production.application@dc1", "passing"),
+            "health.service(production.application@dc1|passing)",
+            "/v1/health/service/application",
+            {"dc": "dc1", "tag": "production", "passing": "1"},
+        ),
+        (
+            ("web", "passing", "warning"),
+            "health.service(web|passing,warning)",
+            "/v1/health/service/web",
+            {},
+        ),
+        (
+            ("web|warning,passing",),
+            "health.service(web|passing,warning)",
+            "/v1/health/service/web",
+            {},
+        ),
+        (("a.b.web|any",), "health.service(a.b.web|any)", "/v1/health/service/web", {"tag": "a.b"}),
+        (
+            ("web~_agent",),
+            "health.service(web~_agent|passing)",
+            "/v1/health/service/web",
+            {"near": "_agent", "passing": "1"},
+        ),
+        (
+            ("v1=x:y.web@east-1",),
+            "health.service(v1=x:y.web@east-1|passing)",
+            "/v1/health/service/web",
+            {"dc": "east-1", "tag": "v1=x:y", "passing": "1"},
+        ),
+    ],
+)
+def test_service_queries(args, identity, path, params):
+    q = parse_service(args)
+    assert str(q) == identity
+    assert q.endpoint() == (path, params)
+
+
+def test_equal_queries_share_one_identity():
+    assert str(parse_service(("web", "warning", "passing"))) == str(
+        parse_service(("web|passing,warning",))
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("web@",), 'service("web@"): expected "[tag.]name[@dc][~near][|filter,...]"'),
+        ((), 'service(): missing the service name; expected "[tag.]name[@dc][~near][|filter,...]"'),
+        (
+            ("web", "bogus"),
+            'service("web|bogus"): expected "[tag.]name[@dc][~near][|filter,...]": '
+            "unknown filter 'bogus' (use any, critical, maintenance, passing, warning)",
+        ),
+        (("my.dotted.",), 'service("my.dotted."): expected "[tag.]name[@dc][~near][|filter,...]"'),
+    ],
+)
+def test_bad_service_queries(args, message):
+    with pytest.raises(QueryError) as info:
+        parse_service(args)
+    assert str(info.value) == message
+
+
+def test_key_queries():
+    assert str(parse_key("key", "/app/config@dc2", block=True)) == "kv.block(app/config@dc2)"
+    assert str(parse_key("keyExists", "app/config")) == "kv.get(app/config)"
+    assert parse_key("key", "a b/c").endpoint() == ("/v1/kv/a%20b/c", {})
+    with pytest.raises(QueryError, match=r'key\("@dc1"\): expected "path\[@dc\]"'):
+        parse_key("key", "@dc1")
+
+
+def test_prefix_and_services_queries():
+    assert str(parse_prefix("tree", "app/")) == "kv.list(app/)"
+    assert parse_prefix("ls", "app@dc1").endpoint() == ("/v1/kv/app", {"dc": "dc1", "recurse": ""})
+    assert str(parse_services(())) == "catalog.services"
+    assert str(parse_services(("@dc2",))) == "catalog.services(@dc2)"
+    with pytest.raises(QueryError, match=r'services\("dc2"\)'):
+        parse_services(("dc2",))
