@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -308,7 +309,11 @@ class Runner:
             env = _command_env(self.config)
             env["CTEMPLATE_STAGED"] = staged
             env["CTEMPLATE_DESTINATION"] = tc.destination
-            argv: Any = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+            # confd's placeholder for the staged file works too: check_command = "check {{.src}}"
+            if isinstance(command, str):
+                argv: Any = ["/bin/sh", "-c", command.replace("{{.src}}", shlex.quote(staged))]
+            else:
+                argv = [a.replace("{{.src}}", staged) for a in command]
             try:
                 proc = subprocess.run(
                     argv,
