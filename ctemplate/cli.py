@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .config import Config, load_config
 
+    setup_logging(flags.log_level or "info")  # warnings while loading the configuration
     try:
         config = load_config(flags, os.environ)
     except ConfigError as exc:

@@ -34,7 +34,7 @@ async def test_missing_program():
 async def test_timeout_kills_the_whole_process_group(tmp_path):
     pidfile = tmp_path / "child.pid"
     started = time.monotonic()
-    with pytest.raises(CommandError, match="ran past its timeout of 0.5s and was killed"):
+    with pytest.raises(CommandError, match=r"ran past its timeout of 0\.5s and was killed"):
         # The grandchild ignores SIGTERM; the group is SIGKILLed after the grace period.
         await run_command(
             f"sh -c 'trap \"\" TERM; echo $$ > {pidfile}; sleep 30' & wait", timeout=0.5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -79,7 +80,7 @@ def test_failed_check_keeps_old_file_and_leaves_no_temp(tmp_path):
     seen = []
 
     def check(staged):
-        seen.append(open(staged).read())
+        seen.append(Path(staged).read_text())
         raise RenderError("check failed")
 
     with pytest.raises(RenderError, match="check failed"):

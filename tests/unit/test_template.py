@@ -11,10 +11,10 @@ from ctemplate.records import KeyPair
 from ctemplate.template import TemplateEngine
 
 
-def _load(text, tmp_path, config=Config(), **kw):
+def _load(text, tmp_path, config=None, **kw):
     src = tmp_path / "t.tmpl"
     src.write_text(text)
-    return TemplateEngine(config).load(
+    return TemplateEngine(config or Config()).load(
         TemplateConfig(destination="out", source=str(src), origin="ct.hcl: template[1]", **kw)
     )
 
