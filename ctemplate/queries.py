@@ -3,26 +3,60 @@
 Every query has one canonical identity, ``str(query)`` (e.g. ``health.service(web@dc1|passing)``):
 it is the watch key, the cache key and the log prefix, so a query used by several templates
 is fetched once.
+
+Most queries are Consul blocking queries, long-polled by :mod:`ctemplate.watch`. A few endpoints
+cannot block (``/v1/catalog/datacenters``, ``/v1/agent/self``) and local files are not in Consul
+at all: those queries are :class:`PolledQuery` or :class:`FileQuery`, whose
+:meth:`Query.custom_watch` hands the watcher a polling loop from :mod:`ctemplate.poll`.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
-from .errors import QueryError
-from .records import CatalogSnippet, HealthService, KeyPair, decode_value
+from .errors import ConsulError, QueryError
+from .records import (
+    CARoot,
+    CatalogNode,
+    CatalogSnippet,
+    HealthService,
+    KeyPair,
+    LeafCert,
+    Node,
+    decode_value,
+)
+
+if TYPE_CHECKING:
+    from .consul import ConsulClient
 
 __all__ = [
     "HEALTH_FILTERS",
+    "AgentSelfQuery",
+    "CatalogDatacentersQuery",
+    "CatalogNodeQuery",
+    "CatalogNodesQuery",
     "CatalogServicesQuery",
+    "ConnectCALeafQuery",
+    "ConnectCARootsQuery",
+    "FileProblem",
+    "FileQuery",
+    "HealthConnectQuery",
     "HealthServiceQuery",
     "KVGetQuery",
     "KVListQuery",
+    "PolledQuery",
     "Query",
+    "parse_connect",
+    "parse_datacenters",
     "parse_key",
+    "parse_leaf",
+    "parse_node",
+    "parse_nodes",
     "parse_prefix",
     "parse_service",
     "parse_services",
@@ -39,10 +73,20 @@ _SERVICE_RE = re.compile(
 _KEY_RE = re.compile(r"\A/?(?P<key>[^@?]+)" + _DC + r"\Z")
 _PREFIX_RE = re.compile(r"\A/?(?P<key>[^@?]*)" + _DC + r"\Z")
 _SERVICES_RE = re.compile(r"\A" + _DC + r"\Z")
+_NODE_RE = re.compile(r"\A(?P<name>[\w.\-]+)?" + _DC + r"\Z")
+_NODES_RE = re.compile(r"\A" + _DC + r"(?:~(?P<near>[\w.\-]+))?\Z")
+_LEAF_RE = re.compile(r"\A[\w.\-]+\Z")
 
 SERVICE_GRAMMAR = '"[tag.]name[@dc][~near][|filter,...]"'
 KEY_GRAMMAR = '"path[@dc]"'
 SERVICES_GRAMMAR = '"[@dc]"'
+NODE_GRAMMAR = '"[name][@dc]"'
+NODES_GRAMMAR = '"[@dc][~near]"'
+LEAF_GRAMMAR = '"service"'
+
+DATACENTERS_POLL = 15.0  # seconds; /v1/catalog/datacenters cannot block (consul-template: 15s)
+AGENT_SELF_POLL = 60.0  # seconds; the local agent's node name only changes with a restart
+FILE_POLL = 2.0  # seconds between two stat() calls of a file() (consul-template: 2s)
 
 
 class Query:
@@ -62,8 +106,31 @@ class Query:
         """Turn the JSON answer (``None`` for a 404) into what the template sees."""
         raise NotImplementedError
 
+    def custom_watch(self, watcher: Any) -> Coroutine[Any, Any, None] | None:
+        """The loop that watches this query, if it is not a Consul blocking query.
+
+        ``None`` (the default) lets the watcher long-poll :meth:`endpoint`.
+        """
+        return None
+
     def _params(self) -> dict[str, str]:
         return {"dc": self.dc} if self.dc else {}
+
+
+class PolledQuery(Query):
+    """A Consul endpoint without blocking queries: read every ``poll_interval`` seconds."""
+
+    poll_interval: ClassVar[float] = DATACENTERS_POLL
+
+    async def fetch(self, client: ConsulClient) -> Any:
+        path, params = self.endpoint()
+        resp = await client.get(path, params)
+        return self.decode(resp.data)
+
+    def custom_watch(self, watcher: Any) -> Coroutine[Any, Any, None] | None:
+        from .poll import poll_consul
+
+        return poll_consul(self, watcher)
 
 
 def _at(dc: str | None) -> str:
@@ -100,6 +167,19 @@ class HealthServiceQuery(Query):
         if not self.near:
             services.sort(key=lambda s: (s.Node, s.ID))
         return tuple(services)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConnectQuery(HealthServiceQuery):
+    """Connect-capable instances of a service: its sidecar proxies, or the service itself if it
+    is Connect-native (``connect`` helper)."""
+
+    def __str__(self) -> str:
+        return "health.connect" + HealthServiceQuery.__str__(self)[len("health.service") :]
+
+    def endpoint(self) -> tuple[str, dict[str, str]]:
+        _path, params = HealthServiceQuery.endpoint(self)
+        return f"/v1/health/connect/{quote(self.name, safe='')}", params
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +246,183 @@ class KVListQuery(Query):
         return tuple(sorted((p for p in pairs), key=lambda p: p.Path))
 
 
+@dataclass(frozen=True, slots=True)
+class CatalogNodeQuery(Query):
+    """One node and its services. The ``node`` helper without a name first reads the local
+    agent's node name (:class:`AgentSelfQuery`), then asks for that node."""
+
+    name: str
+    dc: str | None = None
+
+    def __str__(self) -> str:
+        return f"catalog.node({self.name}{_at(self.dc)})"
+
+    def endpoint(self) -> tuple[str, dict[str, str]]:
+        return f"/v1/catalog/node/{quote(self.name, safe='')}", self._params()
+
+    def decode(self, data: Any) -> CatalogNode | None:
+        # An unknown node is answered with null: the template gets None.
+        return CatalogNode.from_api(data) if data else None
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogNodesQuery(Query):
+    dc: str | None = None
+    near: str | None = None
+
+    def __str__(self) -> str:
+        inner = _at(self.dc) + (f"~{self.near}" if self.near else "")
+        return f"catalog.nodes({inner})" if inner else "catalog.nodes"
+
+    def endpoint(self) -> tuple[str, dict[str, str]]:
+        params = self._params()
+        if self.near:
+            params["near"] = self.near
+        return "/v1/catalog/nodes", params
+
+    def decode(self, data: Any) -> tuple[Node, ...]:
+        nodes = [Node.from_api(n) for n in data or ()]
+        if not self.near:  # ~near keeps Consul's order: nearest first
+            nodes.sort(key=lambda n: (n.Node, n.Address))
+        return tuple(nodes)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectCARootsQuery(Query):
+    dc: str | None = None
+
+    def __str__(self) -> str:
+        return "connect.caroots"
+
+    def endpoint(self) -> tuple[str, dict[str, str]]:
+        return "/v1/agent/connect/ca/roots", {}
+
+    def decode(self, data: Any) -> tuple[CARoot, ...]:
+        return tuple(CARoot.from_api(r) for r in (data or {}).get("Roots") or ())
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectCALeafQuery(Query):
+    service: str
+    dc: str | None = None
+
+    def __str__(self) -> str:
+        return f"connect.caleaf({self.service})"
+
+    def endpoint(self) -> tuple[str, dict[str, str]]:
+        return f"/v1/agent/connect/ca/leaf/{quote(self.service, safe='')}", {}
+
+    def decode(self, data: Any) -> LeafCert | None:
+        return LeafCert.from_api(data) if data else None
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogDatacentersQuery(PolledQuery):
+    """All known datacenters, sorted. ``ignore_failing`` drops those that cannot answer a
+    consistent catalog read. The endpoint cannot block: it is read every 15 seconds."""
+
+    ignore_failing: bool = False
+    dc: str | None = None
+
+    def __str__(self) -> str:
+        if self.ignore_failing:
+            return "catalog.datacenters(ignore-failing)"
+        return "catalog.datacenters"
+
+    def endpoint(self) -> tuple[str, dict[str, str]]:
+        return "/v1/catalog/datacenters", {}
+
+    def decode(self, data: Any) -> tuple[str, ...]:
+        return tuple(sorted(str(d) for d in data or ()))
+
+    async def fetch(self, client: ConsulClient) -> tuple[str, ...]:
+        resp = await client.get("/v1/catalog/datacenters")
+        names = self.decode(resp.data)
+        if not self.ignore_failing:
+            return names
+        alive = []
+        for name in names:
+            try:
+                await client.get("/v1/catalog/services", {"dc": name, "consistent": ""})
+            except ConsulError:
+                continue
+            alive.append(name)
+        return tuple(alive)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSelfQuery(PolledQuery):
+    """The local agent's node name (``Config.NodeName`` of ``/v1/agent/self``)."""
+
+    poll_interval: ClassVar[float] = AGENT_SELF_POLL
+    dc: str | None = None
+
+    def __str__(self) -> str:
+        return "agent.self"
+
+    def endpoint(self) -> tuple[str, dict[str, str]]:
+        return "/v1/agent/self", {}
+
+    def decode(self, data: Any) -> str | None:
+        name = ((data or {}).get("Config") or {}).get("NodeName")
+        return str(name) if name else None
+
+
+@dataclass(frozen=True, slots=True)
+class FileProblem:
+    """What a :class:`FileQuery` delivers when the file cannot be read; the ``file`` helper turns
+    it into a template error (so the template keeps its last good output)."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileQuery(Query):
+    """A local file's contents (``file`` helper), checked for changes every 2 seconds.
+
+    ``sandbox``: the real path of ``sandbox_path``; the file's real path (symlinks resolved)
+    must stay inside it, checked again on every read.
+    """
+
+    path: str
+    sandbox: str | None = None
+    dc: str | None = None
+    poll_interval: ClassVar[float] = FILE_POLL
+
+    def __str__(self) -> str:
+        return f"file({self.path})"
+
+    def custom_watch(self, watcher: Any) -> Coroutine[Any, Any, None] | None:
+        from .poll import poll_file
+
+        return poll_file(self, watcher)
+
+    def stamp(self) -> tuple[Any, ...]:
+        """What changes when the file does: inode, size, mtime (or the error)."""
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            return ("error", exc.errno)
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def read(self) -> str | FileProblem:
+        from .local import SandboxError, call, check_sandbox
+
+        try:
+            if self.sandbox:
+                check_sandbox(self.path, self.sandbox)
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except SandboxError as exc:
+            return FileProblem(str(exc))
+        except FileNotFoundError:
+            return FileProblem(f"{call('file', self.path)}: no such file; check the path")
+        except IsADirectoryError:
+            return FileProblem(f"{call('file', self.path)}: is a directory, not a file")
+        except OSError as exc:
+            return FileProblem(f"{call('file', self.path)}: cannot read it: {exc.strerror}")
+
+
 def _fail(kind: str, text: str, grammar: str, why: str = "") -> QueryError:
     detail = f": {why}" if why else ""
     return QueryError(f'{kind}("{text}"): expected {grammar}{detail}')
@@ -219,3 +476,53 @@ def parse_prefix(kind: str, text: Any) -> KVListQuery:
     if not m:
         raise _fail(kind, str(text), KEY_GRAMMAR)
     return KVListQuery(prefix=m["key"], dc=m["dc"])
+
+
+def parse_connect(args: tuple[Any, ...]) -> HealthConnectQuery:
+    """``connect("web")``: the grammar of ``service``."""
+    try:
+        q = parse_service(args)
+    except QueryError as exc:
+        raise QueryError("connect" + str(exc)[len("service") :]) from None
+    return HealthConnectQuery(name=q.name, tag=q.tag, dc=q.dc, near=q.near, filters=q.filters)
+
+
+def parse_node(args: tuple[Any, ...]) -> CatalogNodeQuery:
+    """``node()`` (the local agent's node), ``node("db-1")``, ``node("db-1@dc2")``.
+
+    Without a name the query's ``name`` is empty: the helper resolves it first.
+    """
+    text = "".join(str(a) for a in args)
+    m = _NODE_RE.match(text)
+    if not m:
+        raise _fail("node", text, NODE_GRAMMAR)
+    return CatalogNodeQuery(name=m["name"] or "", dc=m["dc"])
+
+
+def parse_nodes(args: tuple[Any, ...]) -> CatalogNodesQuery:
+    text = "".join(str(a) for a in args)
+    m = _NODES_RE.match(text)
+    if not m:
+        raise _fail("nodes", text, NODES_GRAMMAR)
+    return CatalogNodesQuery(dc=m["dc"], near=m["near"])
+
+
+def parse_leaf(args: tuple[Any, ...]) -> ConnectCALeafQuery:
+    if len(args) != 1:
+        raise QueryError(f"caLeaf(): expected one argument, the service name {LEAF_GRAMMAR}")
+    text = str(args[0])
+    if not _LEAF_RE.match(text):
+        raise _fail("caLeaf", text, LEAF_GRAMMAR)
+    return ConnectCALeafQuery(service=text)
+
+
+def parse_datacenters(args: tuple[Any, ...]) -> CatalogDatacentersQuery:
+    """``datacenters()`` or ``datacenters(true)`` (leave out datacenters that cannot answer)."""
+    if len(args) > 1:
+        raise QueryError(
+            f"datacenters(): expected at most one argument (ignore_failing), got {len(args)}"
+        )
+    flag = args[0] if args else False
+    if not isinstance(flag, bool):
+        raise QueryError(f"datacenters({flag!r}): the argument is true or false (ignore_failing)")
+    return CatalogDatacentersQuery(ignore_failing=flag)

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Self
 
 __all__ = [
+    "CARoot",
+    "CatalogNode",
+    "CatalogNodeService",
     "CatalogSnippet",
     "HealthCheck",
     "HealthService",
     "KeyPair",
+    "LeafCert",
+    "Node",
     "Weights",
     "aggregated_status",
 ]
@@ -195,3 +201,143 @@ def decode_value(raw: str | None) -> str:
     if not raw:
         return ""
     return base64.b64decode(raw).decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A catalog node (``nodes`` helper, and ``node().Node``)."""
+
+    ID: str
+    Node: str
+    Address: str
+    Datacenter: str
+    TaggedAddresses: dict[str, str]
+    Meta: dict[str, str]
+
+    @classmethod
+    def from_api(cls, n: dict[str, Any]) -> Self:
+        return cls(
+            ID=n.get("ID") or "",
+            Node=n.get("Node") or "",
+            Address=n.get("Address") or "",
+            Datacenter=n.get("Datacenter") or "",
+            TaggedAddresses=_str_map(n.get("TaggedAddresses")),
+            Meta=_str_map(n.get("Meta")),
+        )
+
+
+_NodeRecord = Node  # CatalogNode's field is called Node too
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogNodeService:
+    """A service registered on one node (``node().Services``). ``Address`` is the service's own
+    address as registered (empty when it uses the node's)."""
+
+    ID: str
+    Service: str
+    Tags: tuple[str, ...]
+    Meta: dict[str, str]
+    Port: int
+    Address: str
+    EnableTagOverride: bool
+
+    @classmethod
+    def from_api(cls, s: dict[str, Any]) -> CatalogNodeService:
+        return cls(
+            ID=s.get("ID") or "",
+            Service=s.get("Service") or "",
+            Tags=_tags(s.get("Tags")),
+            Meta=_str_map(s.get("Meta")),
+            Port=int(s.get("Port") or 0),
+            Address=s.get("Address") or "",
+            EnableTagOverride=bool(s.get("EnableTagOverride")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogNode:
+    """A node and its services, sorted by service name then ID (``node`` helper)."""
+
+    Node: _NodeRecord
+    Services: tuple[CatalogNodeService, ...]
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> CatalogNode:
+        raw = data.get("Services") or {}
+        entries = raw.values() if isinstance(raw, dict) else raw  # a map keyed by service ID
+        services = sorted(
+            (CatalogNodeService.from_api(s) for s in entries), key=lambda s: (s.Service, s.ID)
+        )
+        return cls(Node=_NodeRecord.from_api(data.get("Node") or {}), Services=tuple(services))
+
+
+@dataclass(frozen=True, slots=True)
+class CARoot:
+    """A Connect CA root certificate (``caRoots`` helper); ``RootCertPEM`` is the API's
+    ``RootCert``."""
+
+    ID: str
+    Name: str
+    RootCertPEM: str
+    Active: bool
+    CreateIndex: int
+    ModifyIndex: int
+
+    @classmethod
+    def from_api(cls, r: dict[str, Any]) -> CARoot:
+        return cls(
+            ID=r.get("ID") or "",
+            Name=r.get("Name") or "",
+            RootCertPEM=r.get("RootCert") or "",
+            Active=bool(r.get("Active")),
+            CreateIndex=int(r.get("CreateIndex") or 0),
+            ModifyIndex=int(r.get("ModifyIndex") or 0),
+        )
+
+
+def _time(value: Any) -> datetime | None:
+    """An RFC 3339 time from Consul (``2026-11-24T20:09:27Z``) as an aware datetime."""
+    if not value:
+        return None
+    text = str(value)
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    # Go may send nanoseconds; Python takes at most microseconds.
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class LeafCert:
+    """A Connect leaf certificate for a service (``caLeaf`` helper)."""
+
+    SerialNumber: str
+    CertPEM: str
+    PrivateKeyPEM: str
+    Service: str
+    ServiceURI: str
+    ValidAfter: datetime | None
+    ValidBefore: datetime | None
+    CreateIndex: int
+    ModifyIndex: int
+
+    @classmethod
+    def from_api(cls, c: dict[str, Any]) -> LeafCert:
+        return cls(
+            SerialNumber=c.get("SerialNumber") or "",
+            CertPEM=c.get("CertPEM") or "",
+            PrivateKeyPEM=c.get("PrivateKeyPEM") or "",
+            Service=c.get("Service") or "",
+            ServiceURI=c.get("ServiceURI") or "",
+            ValidAfter=_time(c.get("ValidAfter")),
+            ValidBefore=_time(c.get("ValidBefore")),
+            CreateIndex=int(c.get("CreateIndex") or 0),
+            ModifyIndex=int(c.get("ModifyIndex") or 0),
+        )

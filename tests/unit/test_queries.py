@@ -5,7 +5,20 @@ from __future__ import annotations
 import pytest
 
 from ctemplate.errors import QueryError
-from ctemplate.queries import parse_key, parse_prefix, parse_service, parse_services
+from ctemplate.queries import (
+    AgentSelfQuery,
+    ConnectCARootsQuery,
+    FileQuery,
+    parse_connect,
+    parse_datacenters,
+    parse_key,
+    parse_leaf,
+    parse_node,
+    parse_nodes,
+    parse_prefix,
+    parse_service,
+    parse_services,
+)
 
 
 @pytest.mark.parametrize(
@@ -91,3 +104,89 @@ def test_prefix_and_services_queries():
     assert str(parse_services(("@dc2",))) == "catalog.services(@dc2)"
     with pytest.raises(QueryError, match=r'services\("dc2"\)'):
         parse_services(("dc2",))
+
+
+@pytest.mark.parametrize(
+    ("query", "identity", "path", "params"),
+    [
+        (
+            parse_connect(("web",)),
+            "health.connect(web|passing)",
+            "/v1/health/connect/web",
+            {"passing": "1"},
+        ),
+        (
+            parse_connect(("prod.web@dc2~_agent", "any")),
+            "health.connect(prod.web@dc2~_agent|any)",
+            "/v1/health/connect/web",
+            {"dc": "dc2", "tag": "prod", "near": "_agent"},
+        ),
+        (parse_node(("db-1",)), "catalog.node(db-1)", "/v1/catalog/node/db-1", {}),
+        (
+            parse_node(("db-1.example@dc2",)),
+            "catalog.node(db-1.example@dc2)",
+            "/v1/catalog/node/db-1.example",
+            {"dc": "dc2"},
+        ),
+        (parse_nodes(()), "catalog.nodes", "/v1/catalog/nodes", {}),
+        (
+            parse_nodes(("@dc2~_agent",)),
+            "catalog.nodes(@dc2~_agent)",
+            "/v1/catalog/nodes",
+            {"dc": "dc2", "near": "_agent"},
+        ),
+        (parse_datacenters(()), "catalog.datacenters", "/v1/catalog/datacenters", {}),
+        (
+            parse_datacenters((True,)),
+            "catalog.datacenters(ignore-failing)",
+            "/v1/catalog/datacenters",
+            {},
+        ),
+        (ConnectCARootsQuery(), "connect.caroots", "/v1/agent/connect/ca/roots", {}),
+        (parse_leaf(("web",)), "connect.caleaf(web)", "/v1/agent/connect/ca/leaf/web", {}),
+        (AgentSelfQuery(), "agent.self", "/v1/agent/self", {}),
+    ],
+)
+def test_more_queries(query, identity, path, params):
+    assert str(query) == identity
+    assert query.endpoint() == (path, params)
+
+
+def test_polled_and_local_queries_bring_their_own_watch_loop():
+    assert parse_service(("web",)).custom_watch(None) is None
+    for query in (parse_datacenters(()), AgentSelfQuery(), FileQuery("/etc/hostname")):
+        loop = query.custom_watch(None)
+        assert loop is not None
+        loop.close()  # never started
+    assert str(FileQuery("conf/app.ini")) == "file(conf/app.ini)"
+    assert parse_node(()).name == ""  # the helper asks the agent for its node name first
+
+
+@pytest.mark.parametrize(
+    ("parse", "args", "message"),
+    [
+        (
+            parse_connect,
+            ("web@",),
+            'connect("web@"): expected "[tag.]name[@dc][~near][|filter,...]"',
+        ),
+        (parse_node, ("a b",), 'node("a b"): expected "[name][@dc]"'),
+        (parse_nodes, ("dc1",), 'nodes("dc1"): expected "[@dc][~near]"'),
+        (parse_leaf, ("a/b",), 'caLeaf("a/b"): expected "service"'),
+        (parse_leaf, (), 'caLeaf(): expected one argument, the service name "service"'),
+        (
+            parse_datacenters,
+            ("yes",),
+            "datacenters('yes'): the argument is true or false (ignore_failing)",
+        ),
+        (
+            parse_datacenters,
+            (True, False),
+            "datacenters(): expected at most one argument (ignore_failing), got 2",
+        ),
+    ],
+)
+def test_bad_queries(parse, args, message):
+    with pytest.raises(QueryError) as info:
+        parse(args)
+    assert str(info.value) == message

@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 
-from ctemplate.queries import HealthServiceQuery, KVListQuery
-from ctemplate.records import HealthCheck, KeyPair, aggregated_status
+from ctemplate.queries import (
+    CatalogNodeQuery,
+    CatalogNodesQuery,
+    ConnectCALeafQuery,
+    ConnectCARootsQuery,
+    HealthConnectQuery,
+    HealthServiceQuery,
+    KVListQuery,
+)
+from ctemplate.records import (
+    CARoot,
+    CatalogNode,
+    CatalogNodeService,
+    HealthCheck,
+    KeyPair,
+    LeafCert,
+    Node,
+    aggregated_status,
+)
 
 
 def _entry(node, addr, sid, *, svc_addr="", status="passing", tags=None, check_id="c"):
@@ -79,3 +97,89 @@ def test_key_pairs_relative_keys_and_values():
     ]
     assert isinstance(pairs[0], KeyPair)
     assert pairs[1].ModifyIndex == 7
+
+
+def test_nodes_sorted_by_name_then_address_unless_near():
+    raw = [
+        {"Node": "b", "Address": "10.0.0.2", "Meta": {"rack": "r1"}, "TaggedAddresses": None},
+        {"Node": "a", "Address": "10.0.0.9", "Datacenter": "dc1", "ID": "x"},
+        {"Node": "a", "Address": "10.0.0.1"},
+    ]
+    nodes = CatalogNodesQuery().decode(raw)
+    assert [(n.Node, n.Address) for n in nodes] == [
+        ("a", "10.0.0.1"),
+        ("a", "10.0.0.9"),
+        ("b", "10.0.0.2"),
+    ]
+    assert nodes[1] == Node("x", "a", "10.0.0.9", "dc1", {}, {})
+    assert nodes[2].Meta == {"rack": "r1"} and nodes[2].TaggedAddresses == {}
+    near = CatalogNodesQuery(near="_agent").decode(raw)
+    assert [n.Node for n in near] == ["b", "a", "a"]
+
+
+def test_catalog_node_services_sorted_by_name_then_id():
+    data = {
+        "Node": {"Node": "n1", "Address": "10.0.0.1"},
+        "Services": {
+            "web-2": {"ID": "web-2", "Service": "web", "Tags": ["z", "a"], "Port": 81},
+            "db": {"ID": "db", "Service": "db", "Address": "10.9.9.9", "Meta": {"v": "1"}},
+            "web-1": {"ID": "web-1", "Service": "web", "EnableTagOverride": True},
+        },
+    }
+    node = CatalogNodeQuery(name="n1").decode(data)
+    assert isinstance(node, CatalogNode)
+    assert node.Node.Node == "n1" and node.Node.Address == "10.0.0.1"
+    assert [(s.Service, s.ID) for s in node.Services] == [
+        ("db", "db"),
+        ("web", "web-1"),
+        ("web", "web-2"),
+    ]
+    assert node.Services[0] == CatalogNodeService("db", "db", (), {"v": "1"}, 0, "10.9.9.9", False)
+    assert node.Services[2].Tags == ("a", "z") and node.Services[1].EnableTagOverride
+    assert CatalogNodeQuery(name="nosuch").decode(None) is None
+
+
+def test_connect_ca_records():
+    roots = ConnectCARootsQuery().decode(
+        {
+            "ActiveRootID": "r1",
+            "Roots": [
+                {
+                    "ID": "r1",
+                    "Name": "Consul CA",
+                    "RootCert": "PEM",
+                    "Active": True,
+                    "ModifyIndex": 9,
+                }
+            ],
+        }
+    )
+    assert roots == (CARoot("r1", "Consul CA", "PEM", True, 0, 9),)
+    leaf = ConnectCALeafQuery(service="web").decode(
+        {
+            "SerialNumber": "08",
+            "CertPEM": "C",
+            "PrivateKeyPEM": "K",
+            "Service": "web",
+            "ServiceURI": "spiffe://x/svc/web",
+            "ValidAfter": "2026-11-24T20:09:27Z",
+            "ValidBefore": "2026-11-27T20:09:27.123456789Z",
+            "CreateIndex": 13,
+            "ModifyIndex": 13,
+        }
+    )
+    assert isinstance(leaf, LeafCert)
+    assert leaf.ValidAfter == datetime(2026, 11, 24, 20, 9, 27, tzinfo=UTC)
+    assert leaf.ValidBefore == datetime(2026, 11, 27, 20, 9, 27, 123456, tzinfo=UTC)
+    assert (leaf.Service, leaf.CertPEM, leaf.PrivateKeyPEM) == ("web", "C", "K")
+
+
+def test_connect_instances_decode_like_service_instances():
+    entry = {
+        "Node": {"Node": "n1", "Address": "10.0.0.1"},
+        "Service": {"ID": "web", "Service": "web", "Port": 80},
+        "Checks": [],
+    }
+    assert HealthConnectQuery(name="web").decode([entry]) == HealthServiceQuery(name="web").decode(
+        [entry]
+    )

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from ctemplate.config import Config, TemplateConfig
-from ctemplate.errors import TemplateError
-from ctemplate.queries import HealthServiceQuery, KVListQuery
+from ctemplate.config import Config, TemplateConfig, load_config_file
+from ctemplate.errors import ConfigError, TemplateError
+from ctemplate.queries import (
+    CatalogNodeQuery,
+    FileProblem,
+    FileQuery,
+    HealthServiceQuery,
+    KVListQuery,
+)
 from ctemplate.records import KeyPair
 from ctemplate.template import TemplateEngine
 
@@ -141,3 +147,258 @@ def test_errors_during_discovery_are_not_reported(tmp_path):
     t = _load("{{ services()[0].Name }}\n", tmp_path)
     ex = t.execute({})
     assert ex.error is None and ex.missing.keys() == {"catalog.services"}
+
+
+def test_safe_ls_and_safe_tree_wait_while_empty(tmp_path):
+    t = _load(
+        '{% for p in safeLs("app/") %}{{ p.Key }}{% endfor %}|{{ safeTree("x/") | length }}',
+        tmp_path,
+    )
+    empty = {"kv.list(app/)": (), "kv.list(x/)": ()}
+    ex = t.execute(empty)
+    assert ex.text is None and sorted(ex.missing) == ["kv.list(app/)", "kv.list(x/)"]
+    pairs = KVListQuery(prefix="app/").decode([{"Key": "app/a", "Value": "MQ=="}])
+    xs = KVListQuery(prefix="x/").decode([{"Key": "x/d/e", "Value": "MQ=="}])
+    assert t.execute({"kv.list(app/)": pairs, "kv.list(x/)": xs}).text == "a|1"
+
+
+def test_node_without_a_name_asks_the_agent_first(tmp_path):
+    t = _load("{{ node().Node.Node }}", tmp_path)
+    assert t.execute({}).missing.keys() == {"agent.self"}
+    ex = t.execute({"agent.self": "n1"})
+    assert ex.missing.keys() == {"catalog.node(n1)"}
+    node = CatalogNodeQuery(name="n1").decode({"Node": {"Node": "n1"}, "Services": {}})
+    assert t.execute({"agent.self": "n1", "catalog.node(n1)": node}).text == "n1"
+
+
+def test_unknown_node_is_none_with_a_hint(tmp_path):
+    t = _load('{% if node("x") %}yes{% else %}no{% endif %}\n{{ node("x").Node }}', tmp_path)
+    ex = t.execute({"catalog.node(x)": None})
+    assert str(ex.error) == (
+        f"{tmp_path}/t.tmpl:2: None has no attribute 'Node' (the value is empty, e.g. node() of "
+        "an unknown node; guard it with {% if ... %})"
+    )
+
+
+def test_file_problems_are_template_errors_with_the_line(tmp_path):
+    t = _load('a\n{{ file("conf.ini") }}', tmp_path)
+    ex = t.execute(
+        {"file(conf.ini)": FileProblem('file("conf.ini"): no such file; check the path')}
+    )
+    assert str(ex.error) == f'{tmp_path}/t.tmpl:2: file("conf.ini"): no such file; check the path'
+    assert t.execute({"file(conf.ini)": "x=1\n"}).text == "a\nx=1\n"
+
+
+def test_file_outside_the_sandbox_even_through_a_symlink(tmp_path):
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    (sandbox / "ok.txt").write_text("ok")
+    (tmp_path / "secret").write_text("s")
+    (sandbox / "link").symlink_to(tmp_path / "secret")
+    t = _load(
+        f'{{{{ file("{sandbox}/ok.txt") }}}}\n{{{{ file("{sandbox}/link") }}}}',
+        tmp_path,
+        sandbox_path=str(sandbox),
+    )
+    ex = t.execute({f"file({sandbox}/ok.txt)": "ok"})
+    assert str(ex.error) == (
+        f'{tmp_path}/t.tmpl:2: file("{sandbox}/link"): outside the sandbox {sandbox} (it resolves '
+        f"to {tmp_path}/secret); sandbox_path allows only paths inside it"
+    )
+    # The watch re-checks on every read, so a link swapped in later is caught too.
+    assert FileQuery(str(sandbox / "link"), sandbox=str(sandbox)).read() == FileProblem(
+        f'file("{sandbox}/link"): outside the sandbox {sandbox} (it resolves to '
+        f"{tmp_path}/secret); sandbox_path allows only paths inside it"
+    )
+    assert FileQuery(str(sandbox / "ok.txt"), sandbox=str(sandbox)).read() == "ok"
+
+
+def test_include_and_import_relative_to_the_template(tmp_path):
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "head.j2").write_text("head {{ key('k') }}\n")
+    (tmp_path / "macros.j2").write_text("{% macro up(s) %}{{ s | toUpper }}{% endmacro %}")
+    t = _load(
+        '{% include "parts/head.j2" %}{% import "macros.j2" as m %}{{ m.up("x") }}\n', tmp_path
+    )
+    ex = t.execute({})
+    assert ex.missing.keys() == {"kv.block(k)"}  # queries in included templates are discovered
+    assert t.execute({"kv.block(k)": "v"}).text == "head v\nX\n"
+
+
+def test_errors_in_included_templates_name_both_files(tmp_path):
+    (tmp_path / "inc.j2").write_text("fine\n{{ nosuch }}\n")
+    (tmp_path / "bad.j2").write_text("{% if %}\n")
+    t = _load('one\n{% include "inc.j2" %}\n', tmp_path)
+    assert str(t.execute({}).error) == (
+        f"{tmp_path}/inc.j2:2: 'nosuch' is undefined (included from {tmp_path}/t.tmpl:2)"
+    )
+    t = _load('{% include "bad.j2" %}', tmp_path)
+    assert str(t.execute({}).error) == (
+        f"{tmp_path}/bad.j2:1: syntax error: Expected an expression, got 'end of statement block'"
+    )
+    t = _load('{% include "../etc/passwd" %}', tmp_path)
+    assert str(t.execute({}).error) == (
+        f"{tmp_path}/t.tmpl:1: template '../etc/passwd' not found in {tmp_path} (include and "
+        "import paths are relative to the including template's directory)"
+    )
+
+
+def test_include_confined_to_the_sandbox(tmp_path):
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    (tmp_path / "outside.j2").write_text("secret")
+    (sandbox / "inc.j2").symlink_to(tmp_path / "outside.j2")
+    src = sandbox / "t.tmpl"
+    src.write_text('{% include "inc.j2" %}')
+    t = TemplateEngine(Config()).load(
+        TemplateConfig(destination="o", source=str(src), sandbox_path=str(sandbox))
+    )
+    assert str(t.execute({}).error) == (
+        f'{src}:1: include("{sandbox}/inc.j2"): outside the sandbox {sandbox} (it resolves to '
+        f"{tmp_path}/outside.j2); sandbox_path allows only paths inside it"
+    )
+
+
+def test_function_denylist(tmp_path):
+    (tmp_path / "m.j2").write_text("{% macro run() %}{{ plugin('true') }}{% endmacro %}")
+    t = _load(
+        'ok {{ key("a") }}\n{{ plugin("echo", "x") }}', tmp_path, function_denylist=("plug*",)
+    )
+    assert str(t.execute({"kv.block(a)": "v"}).error) == (
+        f"{tmp_path}/t.tmpl:2: plugin() is disabled by function_denylist (pattern 'plug*')"
+    )
+    t = _load('{{ "x" | plugin("echo") }}', tmp_path, function_denylist=("plugin",))
+    assert "plugin() is disabled" in str(t.execute({}).error)
+    t = _load('{% import "m.j2" as m %}{{ m.run() }}', tmp_path, function_denylist=("plugin",))
+    assert "plugin() is disabled" in str(t.execute({}).error)
+    # Other templates are not affected.
+    assert _load('{{ plugin("echo", "x") }}', tmp_path).execute({}).text == "x"
+
+
+def test_write_to_file(tmp_path):
+    out = tmp_path / "d" / "f.txt"
+    t = _load(
+        f'{{{{ writeToFile("{out}", "a", "0600") }}}}'
+        f'{{{{ "b" | writeToFile("{out}", append=true, newline=true) }}}}done',
+        tmp_path,
+    )
+    assert t.execute({}).text == "done"
+    assert out.read_text() == "ab\n"
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    # Not while data is missing: the content could still be incomplete.
+    out.unlink()
+    t = _load(f'{{{{ key("k") | writeToFile("{out}") }}}}', tmp_path)
+    assert t.execute({}).missing and not out.exists()
+    assert t.execute({"kv.block(k)": "v"}).text == "" and out.read_text() == "v"
+
+
+def test_write_to_file_refuses_symlinks_and_the_outside_of_the_sandbox(tmp_path):
+    target = tmp_path / "target"
+    target.write_text("keep")
+    (tmp_path / "link").symlink_to(target)
+    t = _load(f'{{{{ writeToFile("{tmp_path}/link", "x") }}}}', tmp_path)
+    assert str(t.execute({}).error) == (
+        f'{tmp_path}/t.tmpl:1: writeToFile("{tmp_path}/link"): the file is a symlink; refusing '
+        "to follow it"
+    )
+    assert target.read_text() == "keep"
+    sandbox = tmp_path / "sb"
+    sandbox.mkdir()
+    t = _load(
+        f'{{{{ writeToFile("{sandbox}/ok", "x") }}}}{{{{ writeToFile("{tmp_path}/no", "x") }}}}',
+        tmp_path,
+        sandbox_path=str(sandbox),
+    )
+    assert str(t.execute({}).error) == (
+        f'{tmp_path}/t.tmpl:1: writeToFile("{tmp_path}/no"): outside the sandbox {sandbox}; '
+        "sandbox_path allows only paths inside it"
+    )
+    assert (sandbox / "ok").read_text() == "x" and not (tmp_path / "no").exists()
+
+
+def test_write_to_file_is_skipped_in_dry_mode(tmp_path):
+    out = tmp_path / "f"
+    src = tmp_path / "t.tmpl"
+    src.write_text(f'{{{{ writeToFile("{out}", "x") }}}}')
+    t = TemplateEngine(Config(dry=True)).load(TemplateConfig(destination="o", source=str(src)))
+    assert t.execute({}).text == "" and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{{ servise('web') }}", "1: 'servise' is undefined (did you mean 'service'?)"),
+        ("{{ keyExists() }}", "1: keyExists() missing 1 required positional argument: 'path'"),
+        ("x\n{{ plugin('false') }}", '2: plugin("false") exited with status 1'),
+    ],
+)
+def test_runtime_error_texts(text, message, tmp_path):
+    assert str(_load(text, tmp_path).execute({}).error) == f"{tmp_path}/t.tmpl:{message}"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{{ x | toJson }}", "1: syntax error: No filter named 'toJson' (did you mean 'toJSON'?)"),
+        (
+            "\n{{ 'web' | service }}",
+            "2: syntax error: No filter named 'service' (service is a function, not a filter: "
+            "call it as service(...))",
+        ),
+        (
+            "{% for x in y %}\n",
+            "1: syntax error: Unexpected end of template. Jinja was looking "
+            "for the following tags: 'endfor' or 'else'. The innermost block that needs to be "
+            "closed is 'for'.",
+        ),
+    ],
+)
+def test_load_error_texts(text, message, tmp_path):
+    with pytest.raises(TemplateError) as info:
+        _load(text, tmp_path)
+    assert str(info.value) == f"{tmp_path}/t.tmpl:{message}"
+
+
+def test_loop_controls_and_do_are_available(tmp_path):
+    t = _load(
+        "{% for i in loop(5) %}{% if i == 2 %}{% break %}{% endif %}{{ i }}{% endfor %}"
+        "{% set l = [] %}{% do l.append(1) %}{{ l }}",
+        tmp_path,
+    )
+    assert t.execute({}).text == "01[1]"
+
+
+@pytest.mark.parametrize(
+    ("block", "denylist", "sandbox"),
+    [
+        (
+            'function_denylist = ["plugin", "write*"]\nsandbox_path = "/srv/sb"',
+            ("plugin", "write*"),
+            "/srv/sb",
+        ),
+        ('function_blacklist = "plugin, file"', ("plugin", "file"), None),
+        ("", (), None),
+    ],
+)
+def test_template_options_from_hcl(block, denylist, sandbox, tmp_path):
+    config = tmp_path / "ct.hcl"
+    config.write_text(f'template {{\n  contents = "x"\n  destination = "out"\n  {block}\n}}\n')
+    (tc,) = load_config_file(config)["templates"]
+    assert (tc.function_denylist, tc.sandbox_path) == (denylist, sandbox)
+
+
+def test_bad_template_options_from_hcl(tmp_path):
+    config = tmp_path / "ct.hcl"
+    config.write_text('template {\n  contents = "x"\n  destination = "o"\n  sandbox_path = ""\n}\n')
+    with pytest.raises(ConfigError) as info:
+        load_config_file(config)
+    assert str(info.value) == f"{config}: template[1].sandbox_path: must not be empty"
+    config.write_text(
+        'template {\n  contents = "x"\n  destination = "o"\n  function_denylist = 1\n}\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config_file(config)
+    assert str(info.value) == (
+        f"{config}: template[1].function_denylist: expected a list of function names such as "
+        '["plugin", "file"], got a number'
+    )

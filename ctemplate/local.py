@@ -1,0 +1,359 @@
+"""Template functions that touch the local machine: environment, time, files, external programs.
+
+``file`` itself is a watched query (:class:`~ctemplate.queries.FileQuery`); this module holds the
+sandbox rule it shares with ``writeToFile`` and ``{% include %}``: with ``sandbox_path`` set, a
+path's real location (every symlink resolved) must be inside the sandbox's real location, so a
+symlink cannot lead out of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import grp
+import json
+import os
+import pwd
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import TemplateError
+
+__all__ = [
+    "PLUGIN_TIMEOUT",
+    "SandboxError",
+    "check_sandbox",
+    "env",
+    "env_or_default",
+    "go_time_format",
+    "must_env",
+    "plugin",
+    "timestamp",
+    "write_to_file",
+]
+
+PLUGIN_TIMEOUT = 30.0  # seconds, as consul-template
+
+# Replaced in tests to freeze the clock.
+now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
+
+
+class SandboxError(TemplateError):
+    """A path leads outside ``sandbox_path``."""
+
+
+def call(name: str, arg: str) -> str:
+    """How a call looks in messages: ``file("/etc/app.conf")``."""
+    return f"{name}({json.dumps(arg, ensure_ascii=False)})"
+
+
+def check_sandbox(path: str, sandbox: str, *, what: str = "file", shown: str = "") -> str:
+    """The real path of ``path`` if it is inside ``sandbox`` (both symlink-resolved), else
+    :class:`SandboxError`. ``shown``: the path the message names, if not ``path``."""
+    real = os.path.realpath(path)
+    root = os.path.realpath(sandbox)
+    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+        really = "" if real == os.path.abspath(path) else f" (it resolves to {real})"
+        raise SandboxError(
+            f"{call(what, shown or path)}: outside the sandbox {sandbox}{really}; "
+            "sandbox_path allows only paths inside it"
+        )
+    return real
+
+
+# --- environment ------------------------------------------------------------------------------
+
+
+def env(name: Any, default: Any = "") -> str:
+    """``env("HOME")``: the variable's value, ``""`` (or ``default``) when unset."""
+    return os.environ.get(str(name), str(default))
+
+
+def must_env(name: Any) -> str:
+    value = os.environ.get(str(name), "")
+    if not value:
+        raise TemplateError(f"{call('mustEnv', str(name))}: required environment variable is empty")
+    return value
+
+
+def env_or_default(name: Any, default: Any) -> str:
+    """The value if the variable is set, even to ``""``; else ``default``."""
+    value = os.environ.get(str(name))
+    return str(default) if value is None else value
+
+
+# --- time -------------------------------------------------------------------------------------
+
+
+def timestamp(fmt: Any = None) -> str:
+    """The current time in UTC.
+
+    No argument: RFC 3339 (``2024-05-01T12:00:00Z``); ``"unix"``: seconds since the epoch; a
+    format containing ``%``: Python's ``strftime`` (``"%Y-%m-%d"``); anything else: a Go layout
+    (``"2006-01-02"``), so consul-template templates keep working.
+    """
+    t = now().astimezone(UTC)
+    if fmt is None or fmt == "":
+        return go_time_format(t, "2006-01-02T15:04:05Z07:00")
+    fmt = str(fmt)
+    if fmt == "unix":
+        return str(int(t.timestamp()))
+    if "%" in fmt:
+        return t.strftime(fmt)
+    return go_time_format(t, fmt)
+
+
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def _offset(t: datetime, *, z: bool, colon: bool, seconds: bool, hours_only: bool) -> str:
+    delta = t.utcoffset()
+    total = int(delta.total_seconds()) if delta is not None else 0
+    if z and total == 0:
+        return "Z"
+    sign = "-" if total < 0 else "+"
+    total = abs(total)
+    hh, mm, ss = total // 3600, total // 60 % 60, total % 60
+    if hours_only:
+        return f"{sign}{hh:02d}"
+    sep = ":" if colon else ""
+    text = f"{sign}{hh:02d}{sep}{mm:02d}"
+    if seconds:
+        text += f"{sep}{ss:02d}"
+    return text
+
+
+def _chunk(layout: str, i: int, t: datetime) -> tuple[str, int] | None:
+    """The formatted value of the Go layout element starting at ``layout[i]`` and its length, or
+    None when no element starts there (Go's ``nextStdChunk``)."""
+    rest = layout[i:]
+    c = rest[0]
+    hour12 = t.hour % 12 or 12
+    if c == "J" and rest.startswith("Jan"):
+        if rest.startswith("January"):
+            return _MONTHS[t.month - 1], 7
+        return _MONTHS[t.month - 1][:3], 3
+    if c == "M":
+        if rest.startswith("Monday"):
+            return _DAYS[t.weekday()], 6
+        if rest.startswith("Mon"):
+            return _DAYS[t.weekday()][:3], 3
+        if rest.startswith("MST"):
+            return (t.tzname() or "UTC"), 3
+    if c == "0":
+        if rest.startswith("002"):
+            return f"{t.timetuple().tm_yday:03d}", 3
+        if len(rest) >= 2 and "1" <= rest[1] <= "6":
+            value = {
+                "1": f"{t.month:02d}",
+                "2": f"{t.day:02d}",
+                "3": f"{hour12:02d}",
+                "4": f"{t.minute:02d}",
+                "5": f"{t.second:02d}",
+                "6": f"{t.year % 100:02d}",
+            }[rest[1]]
+            return value, 2
+    if c == "1":
+        if rest.startswith("15"):
+            return f"{t.hour:02d}", 2
+        return str(t.month), 1
+    if c == "2":
+        if rest.startswith("2006"):
+            return f"{t.year:04d}", 4
+        return str(t.day), 1
+    if c == "_":
+        if rest.startswith("_2006"):
+            return "_" + f"{t.year:04d}", 5
+        if rest.startswith("__2"):
+            return f"{t.timetuple().tm_yday:>3d}", 3
+        if rest.startswith("_2"):
+            return f"{t.day:>2d}", 2
+    if c == "3":
+        return str(hour12), 1
+    if c == "4":
+        return str(t.minute), 1
+    if c == "5":
+        return str(t.second), 1
+    if rest.startswith("PM"):
+        return ("PM" if t.hour >= 12 else "AM"), 2
+    if rest.startswith("pm"):
+        return ("pm" if t.hour >= 12 else "am"), 2
+    if c in "-Z":
+        z = c == "Z"
+        for pattern, colon, seconds, hours_only in (
+            ("07:00:00", True, True, False),
+            ("070000", False, True, False),
+            ("07:00", True, False, False),
+            ("0700", False, False, False),
+            ("07", False, False, True),
+        ):
+            if rest[1:].startswith(pattern):
+                text = _offset(t, z=z, colon=colon, seconds=seconds, hours_only=hours_only)
+                return text, 1 + len(pattern)
+    if c in ".," and len(rest) >= 2 and rest[1] in "09":
+        digit = rest[1]
+        n = 1
+        while n < len(rest) and rest[n] == digit:
+            n += 1
+        if not (n < len(rest) and rest[n].isdigit()):
+            width = n - 1
+            frac = f"{t.microsecond:06d}000"[:width]
+            if digit == "9":
+                frac = frac.rstrip("0")
+                return (c + frac if frac else ""), n
+            return c + frac, n
+    return None
+
+
+def go_time_format(t: datetime, layout: str) -> str:
+    """Format ``t`` with a Go reference-time layout (``"Mon Jan 2 15:04:05 MST 2006"``)."""
+    out: list[str] = []
+    i = 0
+    while i < len(layout):
+        found = _chunk(layout, i, t)
+        if found is None:
+            out.append(layout[i])
+            i += 1
+            continue
+        text, length = found
+        out.append(text)
+        i += length
+    return "".join(out)
+
+
+# --- external programs and files --------------------------------------------------------------
+
+
+def plugin(command: Any, *args: Any, timeout: float = PLUGIN_TIMEOUT) -> str:
+    """Run ``command`` with ``args`` (no shell) and return its standard output, trimmed.
+
+    Arguments are trimmed and empty ones dropped, as consul-template does.
+    """
+    name = str(command)
+    if not name:
+        return ""
+    argv = [name, *(a for a in (str(x).strip() for x in args) if a)]
+    what = call("plugin", name)
+    try:
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise TemplateError(f"{what}: did not finish in {timeout:g}s and was killed") from None
+    except OSError as exc:
+        raise TemplateError(
+            f"{what}: cannot run it: {exc.strerror}; give a path or a program on PATH"
+        ) from None
+    if proc.returncode != 0:
+        err = (
+            proc.stderr.decode("utf-8", "replace").strip()
+            or proc.stdout.decode("utf-8", "replace").strip()
+        )
+        status = (
+            f"was killed by signal {-proc.returncode}"
+            if proc.returncode < 0
+            else f"exited with status {proc.returncode}"
+        )
+        detail = f": {err[-1000:]}" if err else ""
+        raise TemplateError(f"{what} {status}{detail}")
+    return proc.stdout.decode("utf-8", "replace").strip()
+
+
+def _perms(value: Any) -> int | None:
+    """``"0644"`` (octal digits, as consul-template) or a number such as ``0o644``."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    else:
+        try:
+            mode = int(str(value).strip().removeprefix("0o"), 8)
+        except ValueError:
+            mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise TemplateError(f'writeToFile: perms {value!r} is not a file mode; write e.g. "0644"')
+    return mode
+
+
+def _uid(user: Any) -> int:
+    text = str(user)
+    with contextlib.suppress(KeyError):
+        return pwd.getpwnam(text).pw_uid
+    if text.isdigit():
+        return int(text)
+    raise TemplateError(f"writeToFile: unknown user {text!r}")
+
+
+def _gid(group: Any) -> int:
+    text = str(group)
+    with contextlib.suppress(KeyError):
+        return grp.getgrnam(text).gr_gid
+    if text.isdigit():
+        return int(text)
+    raise TemplateError(f"writeToFile: unknown group {text!r}")
+
+
+def write_to_file(
+    path: Any,
+    content: Any,
+    perms: Any = None,
+    append: bool = False,
+    newline: bool = False,
+    user: Any = None,
+    group: Any = None,
+    *,
+    sandbox: str | None = None,
+) -> str:
+    """Write (or append) ``content`` to ``path``; returns ``""`` so it can sit in a template.
+
+    Parent directories are created. The file itself must not be a symlink (it is opened with
+    ``O_NOFOLLOW``); with a sandbox, the parent directory's real path must be inside it.
+    """
+    target = str(path)
+    what = call("writeToFile", target)
+    if not target:
+        raise TemplateError("writeToFile: the path is empty")
+    mode = _perms(perms)
+    parent = os.path.dirname(os.path.abspath(target))
+    if sandbox:
+        check_sandbox(parent, sandbox, what="writeToFile", shown=target)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags |= os.O_APPEND if append else os.O_TRUNC
+        fd = os.open(target, flags, 0o644 if mode is None else mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(str(content))
+            if newline:
+                f.write("\n")
+            if user not in (None, "") or group not in (None, ""):
+                uid = _uid(user) if user not in (None, "") else -1
+                gid = _gid(group) if group not in (None, "") else -1
+                os.fchown(f.fileno(), uid, gid)
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
+            raise TemplateError(f"{what}: the file is a symlink; refusing to follow it") from None
+        raise TemplateError(f"{what}: {exc.strerror}") from None
+    return ""
