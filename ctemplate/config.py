@@ -117,6 +117,11 @@ class TemplateConfig:
     left_delimiter: str | None = None
     right_delimiter: str | None = None
     error_on_missing_key: bool = False
+    # Glob patterns of template functions that fail when called (e.g. "plugin", "writeTo*").
+    function_denylist: tuple[str, ...] = ()
+    # file(), writeToFile() and {% include %} must stay inside this directory (symlinks resolved).
+    sandbox_path: str | None = None
+    on_command_failure: str = "log"  # "log": report and carry on; "exit": stop ctemplate (14)
     # Where this template was declared, for messages: "ct.hcl: template[1]" or "-template[1]".
     origin: str = ""
 
@@ -128,6 +133,8 @@ class Config:
     wait: WaitConfig | None = None
     max_stale: float = 2.0  # seconds; 0 = consistent reads only
     block_query_wait: float = 60.0  # seconds, `wait=` of every blocking query
+    # Give up (exit 14) when a query has failed for this long without a break; 0 = never.
+    max_unavailable: float = 0.0
     log_level: str = "info"  # trace | debug | info | warn | err
     pid_file: str | None = None
     kill_signal: str = "SIGINT"
@@ -135,6 +142,7 @@ class Config:
     default_left_delimiter: str | None = None
     default_right_delimiter: str | None = None
     once: bool = False
+    once_timeout: float = 0.0  # -once: exit 14 after this many seconds; 0 = wait for the data
     dry: bool = False
 
 
@@ -162,11 +170,8 @@ IGNORED_KEYS: frozenset[str] = frozenset(
         "consul.transport",
         "template.error_fatal",
         "template.exec",
-        "template.function_blacklist",
-        "template.function_denylist",
         "template.gid",
         "template.group",
-        "template.sandbox_path",
         "template.source_perms",
         "template.uid",
         "template.user",
@@ -179,6 +184,7 @@ _TOP_KEYS = (
     "wait",
     "max_stale",
     "block_query_wait",
+    "max_unavailable",
     "log_level",
     "pid_file",
     "kill_signal",
@@ -204,7 +210,12 @@ _TEMPLATE_KEYS = (
     "left_delimiter",
     "right_delimiter",
     "error_on_missing_key",
+    "function_denylist",
+    "function_blacklist",  # consul-template's deprecated name of function_denylist
+    "sandbox_path",
+    "on_command_failure",
 )
+_COMMAND_FAILURE = ("log", "exit")
 _WAIT_KEYS = ("min", "max")
 _DELIMITER_KEYS = ("left", "right")
 
@@ -460,6 +471,29 @@ def _parse_attempts(value: object, *, where: str) -> int:
     return value
 
 
+def _parse_command_failure(value: object, *, where: str) -> str:
+    """What a failed or timed-out command does: ``"log"`` (report it, carry on) or ``"exit"``."""
+    text = _parse_str(value, where=where).strip().lower()
+    if text not in _COMMAND_FAILURE:
+        raise ConfigError(
+            f'{where}: {_quote(value)} is not a choice; use "log" (report and carry on) '
+            'or "exit" (stop ctemplate)'
+        )
+    return text
+
+
+def _parse_patterns(value: object, *, where: str) -> list[str]:
+    """Function-name globs: a list of strings, or one string (split on commas, as
+    consul-template's string-to-list hook does)."""
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        items = list(value)
+    else:
+        raise _type_error(where, 'a list of function names such as ["plugin", "file"]', value)
+    return [item.strip() for item in items if item.strip()]
+
+
 def _parse_command(value: object, *, where: str) -> str | tuple[str, ...] | None:
     """A string runs through ``sh -c``; a list is an argv. Empty gives None.
 
@@ -567,7 +601,7 @@ class _FileReader:
             layer["consul"] = _finish_consul(consul, address_where=address_where, auto_ssl=True)
         if "wait" in top:
             layer["wait"] = parse_wait(top["wait"], where=self.where("wait"))
-        for key in ("max_stale", "block_query_wait"):
+        for key in ("max_stale", "block_query_wait", "max_unavailable"):
             if key in top:
                 layer[key] = parse_duration(top[key], where=self.where(key))
         if "log_level" in top:
@@ -681,9 +715,23 @@ class _FileReader:
         for key in ("backup", "create_dest_dirs", "error_on_missing_key"):
             if key in block:
                 options[key] = parse_bool(block[key], where=where(key))
+        denylist: list[str] = []
+        for key in ("function_denylist", "function_blacklist"):
+            if key in block:
+                denylist += _parse_patterns(block[key], where=where(key))
+        if denylist:
+            options["function_denylist"] = tuple(denylist)
+        if "sandbox_path" in block:
+            options["sandbox_path"] = _parse_nonempty(
+                block["sandbox_path"], where=where("sandbox_path")
+            )
         if "wait" in block:
             wait = parse_wait(block["wait"], where=where("wait"))
             options["wait"] = wait if wait.min else None
+        if "on_command_failure" in block:
+            options["on_command_failure"] = _parse_command_failure(
+                block["on_command_failure"], where=where("on_command_failure")
+            )
         return TemplateConfig(origin=origin, **options)
 
 
@@ -923,6 +971,7 @@ def _flags_layer(flags: Flags) -> dict[str, Any]:
     top_flags: tuple[tuple[str, object], ...] = (
         ("wait", flags.wait),
         ("max_stale", flags.max_stale),
+        ("max_unavailable", flags.max_unavailable),
         ("log_level", flags.log_level),
         ("pid_file", flags.pid_file),
         ("kill_signal", flags.kill_signal),
@@ -936,6 +985,8 @@ def _flags_layer(flags: Flags) -> dict[str, Any]:
     if flags.templates:
         layer["templates"] = list(flags.templates)
     layer["once"] = flags.once
+    if flags.once_timeout is not None:
+        layer["once_timeout"] = flags.once_timeout
     layer["dry"] = flags.dry
     return layer
 
@@ -1020,6 +1071,7 @@ def _build(merged: dict[str, Any]) -> Config:
         wait=wait if wait is not None and wait.min else None,
         max_stale=merged.get("max_stale", _DEFAULTS.max_stale),
         block_query_wait=merged.get("block_query_wait", _DEFAULTS.block_query_wait),
+        max_unavailable=merged.get("max_unavailable", _DEFAULTS.max_unavailable),
         log_level=merged.get("log_level", _DEFAULTS.log_level),
         pid_file=pid_file,
         kill_signal=merged.get("kill_signal", _DEFAULTS.kill_signal),
@@ -1027,6 +1079,7 @@ def _build(merged: dict[str, Any]) -> Config:
         default_left_delimiter=merged.get("default_left_delimiter") or None,
         default_right_delimiter=merged.get("default_right_delimiter") or None,
         once=merged.get("once", False),
+        once_timeout=merged.get("once_timeout", _DEFAULTS.once_timeout),
         dry=merged.get("dry", False),
     )
 

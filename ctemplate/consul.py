@@ -67,9 +67,9 @@ def _hint(status: int) -> str:
     if status == 400:
         return "check the query in the template"
     if status == 429:
-        return "the agent is rate limiting; ctemplate will back off"
+        return "the agent is rate limiting"
     if status >= 500:
-        return "Consul had a server error (no leader?); ctemplate will retry"
+        return "Consul had a server error (no leader?)"
     return "see the Consul agent's log"
 
 
@@ -105,6 +105,7 @@ class ConsulClient:
             trust_env=False,
         )
         self.available = True
+        self.last_error = ""  # the latest failure of the current outage
         self._down_since = 0.0
         self._failures = 0
 
@@ -139,6 +140,10 @@ class ConsulClient:
             )
         except httpx.HTTPError as exc:
             reason = str(exc) or type(exc).__name__
+            if isinstance(exc, httpx.ReadTimeout):
+                reason = f"no answer within {read:.1f}s"
+            elif isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError):
+                reason = f"the connection broke during the answer ({reason})"
             err = ConsulError(
                 f"GET {path}: cannot reach Consul at {self.base_url}: {reason}; "
                 "is the agent running? (set -consul-addr or CONSUL_HTTP_ADDR)"
@@ -180,6 +185,7 @@ class ConsulClient:
     def _note_failure(self, err: ConsulError) -> None:
         """Log the start of an outage once; later failures only at debug level."""
         self._failures += 1
+        self.last_error = str(err)
         if self.available:
             self.available = False
             self._down_since = time.monotonic()

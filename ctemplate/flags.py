@@ -52,9 +52,11 @@ class Flags:
     consul_ssl_verify: bool | None = None
     templates: tuple[TemplateConfig, ...] = ()  # -template, origin "-template[N]"
     once: bool = False
+    once_timeout: float | None = None  # seconds
     dry: bool = False
     wait: WaitConfig | None = None
     max_stale: float | None = None  # seconds
+    max_unavailable: float | None = None  # seconds
     log_level: str | None = None  # normalised: trace | debug | info | warn | err
     pid_file: str | None = None
     kill_signal: str | None = None  # normalised "SIGINT"; "" = disabled
@@ -151,10 +153,19 @@ _SPECS: dict[str, _Spec] = {
     ),
     "template": _Spec("templates", "src:dest[:command]", "template to render (repeatable)"),
     "once": _Spec("once", _BOOL, "render every template once, then exit"),
+    "once-timeout": _Spec(
+        "once_timeout", "duration", "with -once: give up after this long (exit 14)", _duration
+    ),
     "dry": _Spec("dry", _BOOL, "print rendered templates to stdout, write nothing"),
     "wait": _Spec("wait", "min[:max]", "quiescence, e.g. 5s:30s (max default 4*min)", _wait),
     "max-stale": _Spec(
         "max_stale", "duration", "accept stale reads this old (default 2s)", _duration
+    ),
+    "max-unavailable": _Spec(
+        "max_unavailable",
+        "duration",
+        "exit 14 when Consul fails for this long (default 0 = never)",
+        _duration,
     ),
     "log-level": _Spec("log_level", "level", "trace, debug, info, warn or err", _log_level),
     "pid-file": _Spec("pid_file", "path", "write the process id to this file"),
@@ -262,4 +273,6 @@ def parse_flags(argv: list[str]) -> Flags:
             templates.append(_template(value, where, len(templates) + 1))
         else:
             values[spec.attr] = spec.convert(value, where)
+    if values.get("once_timeout") and not values.get("once"):
+        raise ConfigError("flag -once-timeout: only works with -once; add -once")
     return Flags(configs=tuple(configs), templates=tuple(templates), **values)

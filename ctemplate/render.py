@@ -35,6 +35,13 @@ def _read(path: str) -> bytes | None:
         return None
     except IsADirectoryError:
         raise RenderError(f"{path}: is a directory; point destination at a file") from None
+    except NotADirectoryError:
+        parent = os.path.dirname(os.path.abspath(path))
+        while not os.path.lexists(parent) and parent != os.path.dirname(parent):
+            parent = os.path.dirname(parent)
+        raise RenderError(
+            f"{path}: {parent} is not a directory; fix the destination's path"
+        ) from None
     except OSError as exc:
         raise RenderError(f"{path}: cannot read the current file: {exc.strerror}") from exc
 
@@ -55,7 +62,8 @@ def render(
     ``check(staged_path)`` runs on the complete temporary file before it replaces the
     destination; if it raises, the destination is left as it was.
     """
-    data = content.encode("utf-8")
+    # surrogateescape: bytes that came in undecodable (os.environ) go out unchanged.
+    data = content.encode("utf-8", "surrogateescape")
     existing = _read(destination)
     if existing == data:
         return RenderResult(changed=False, written=False)

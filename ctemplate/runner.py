@@ -16,12 +16,13 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import guards
 from .command import describe, run_command
-from .config import Config, TemplateConfig, WaitConfig
+from .config import Config, TemplateConfig, WaitConfig, parse_duration
 from .consul import ConsulClient, base_url
 from .errors import CommandError, ConfigError, ConsulError, CtemplateError, RenderError
 from .render import render
@@ -37,6 +38,25 @@ EXIT_ERROR = 14  # consul-template's exit code for runtime errors
 
 _WAITING_FIRST = 10.0  # seconds before the first "still waiting for" warning
 _WAITING_EVERY = 60.0  # then at most this often per template
+# Tests shorten both delays: CTEMPLATE_WAITING_WARN="first[:every]", e.g. "1s:2s".
+_WAITING_ENV = "CTEMPLATE_WAITING_WARN"
+
+
+def _waiting_delays(environ: Mapping[str, str]) -> tuple[float, float]:
+    text = environ.get(_WAITING_ENV, "").strip()
+    if not text:
+        return _WAITING_FIRST, _WAITING_EVERY
+    first, _, every = text.partition(":")
+    where = f"env {_WAITING_ENV}"
+    first_s = parse_duration(first, where=where)
+    every_s = parse_duration(every, where=where) if every else _WAITING_EVERY
+    return first_s, max(every_s, 0.1)
+
+
+def _engine(config: Config) -> TemplateEngine:
+    engine = TemplateEngine(config)
+    guards.install(engine.env)  # require() and abort()
+    return engine
 
 
 @dataclass(eq=False)
@@ -81,6 +101,7 @@ def _watch_settings(config: Config) -> WatchSettings:
         retry_backoff=retry.backoff,
         retry_max_backoff=retry.max_backoff,
         retry_attempts=attempts,
+        max_unavailable=config.max_unavailable,
         once=config.once,
     )
 
@@ -101,11 +122,13 @@ class Runner:
         self._file_watch: asyncio.Task[None] | None = None
         self._file_watch_stop: asyncio.Event | None = None
         self._errors_this_pass = 0
+        self._stopping = asyncio.Event()  # set by a stop signal: interrupts running commands
+        self._waiting_first, self._waiting_every = _waiting_delays(os.environ)
 
     # --- set-up ---------------------------------------------------------------------------
 
     def _load_units(self, config: Config) -> list[_Unit]:
-        engine = TemplateEngine(config)
+        engine = _engine(config)
         return [_Unit(tc, engine.load(tc)) for tc in config.templates]
 
     def _start_consul(self, config: Config) -> None:
@@ -127,13 +150,15 @@ class Runner:
         self._wake.set()
 
     def _on_watch_error(self, key: str, error: ConsulError) -> None:
-        if self.config.once or not error.transient:
-            log.error("(watch) %s: %s", key, error)
         if self.config.once or error.transient:
             # -once cannot finish without the data; a daemon gives up only when the user
-            # configured a retry limit (consul.retry.attempts).
-            self._fatal = error
+            # configured a limit (consul.retry.attempts, max_unavailable). run() raises it and
+            # the CLI prints it as its one error line.
+            if self._fatal is None:
+                self._fatal = error
             self._wake.set()
+        else:  # 403, 400, an unreadable answer: reported once, retried slowly
+            log.error("(watch) %s: %s; keeping the last good files", key, error)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -156,6 +181,7 @@ class Runner:
     def _request_stop(self, name: str) -> None:
         log.info("(runner) received %s, stopping", name)
         self._stop = True
+        self._stopping.set()
         self._wake.set()
 
     def _request_reload(self) -> None:
@@ -165,12 +191,11 @@ class Runner:
     # --- the loop -------------------------------------------------------------------------
 
     async def run(self) -> int:
+        """Run until stopped; raise :class:`CtemplateError` for a fatal error (a template that
+        cannot be loaded at start, Consul unreachable past a configured limit, a command
+        failing under ``on_command_failure = "exit"``, ``-once-timeout``)."""
         config = self.config
-        try:
-            self._units = self._load_units(config)
-        except CtemplateError as exc:
-            log.error("%s", exc)
-            return EXIT_ERROR
+        self._units = self._load_units(config)
         self._install_signals()
         self._write_pid_file()
         self._start_consul(config)
@@ -193,6 +218,9 @@ class Runner:
 
     async def _loop(self) -> int:
         command_failed = False
+        deadline: float | None = None
+        if self.config.once and self.config.once_timeout > 0:
+            deadline = time.monotonic() + self.config.once_timeout
         while True:
             if self._stop:
                 return EXIT_OK
@@ -202,18 +230,23 @@ class Runner:
             if self._source_changes:
                 self._reload_sources()
             if self._fatal is not None:
-                return EXIT_ERROR
+                raise self._fatal
             ok = await self._pass()
             command_failed = command_failed or not ok
             if self._fatal is not None:
-                return EXIT_ERROR
-            if self.config.once and all(u.rendered for u in self._units):
-                if command_failed or self._errors_this_pass:
+                raise self._fatal
+            # -once: done when every template was written or failed (a failed one does not
+            # keep the others from being written); any failure makes the status 14.
+            if self.config.once and all(u.rendered or u.last_error for u in self._units):
+                if command_failed or any(u.last_error for u in self._units):
                     return EXIT_ERROR
                 return EXIT_OK
-            if self.config.once and self._errors_this_pass:
-                return EXIT_ERROR
             timeout = self._warn_waiting()
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._once_timed_out()
+                timeout = left if timeout is None else min(timeout, left)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
@@ -251,6 +284,13 @@ class Runner:
                 result = await asyncio.to_thread(self._write, unit, execution.text)
             except CtemplateError as exc:
                 self._template_failed(unit, exc)
+                continue
+            except Exception as exc:  # never let one file take the others down
+                error = RenderError(
+                    f"{unit.config.destination}: cannot write: {type(exc).__name__}: {exc}"
+                )
+                error.__cause__ = exc
+                self._template_failed(unit, error)
                 continue
             if unit.last_error:
                 log.info("(runner) %s: rendered again after an error", unit.config.destination)
@@ -315,26 +355,34 @@ class Runner:
             else:
                 argv = [a.replace("{{.src}}", staged) for a in command]
             try:
-                proc = subprocess.run(
+                proc = subprocess.Popen(
                     argv,
                     env=env,
-                    capture_output=True,
-                    timeout=tc.command_timeout if tc.command_timeout > 0 else None,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
                     start_new_session=True,
-                    check=False,
                 )
-            except subprocess.TimeoutExpired:
-                raise RenderError(
-                    f"{tc.destination}: check_command {describe(command)!r} timed out; "
-                    "the old file stays"
-                ) from None
             except OSError as exc:
                 raise RenderError(
                     f"{tc.destination}: check_command {describe(command)!r} could not start: "
                     f"{exc.strerror}"
                 ) from exc
+            try:
+                stdout, stderr = proc.communicate(
+                    timeout=tc.command_timeout if tc.command_timeout > 0 else None
+                )
+            except subprocess.TimeoutExpired:
+                # Kill the whole process group, so nothing it started lingers.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+                raise RenderError(
+                    f"{tc.destination}: check_command {describe(command)!r} ran past its "
+                    f"timeout of {tc.command_timeout:g}s and was killed; the old file stays"
+                ) from None
             if proc.returncode != 0:
-                out = (proc.stderr or proc.stdout).decode("utf-8", "replace").strip()[-2000:]
+                out = (stderr or stdout).decode("utf-8", "replace").strip()[-2000:]
                 raise RenderError(
                     f"{tc.destination}: check_command {describe(command)!r} failed with status "
                     f"{proc.returncode}; the old file stays: {out}"
@@ -363,20 +411,42 @@ class Runner:
         ok = True
         seen: set[str | tuple[str, ...]] = set()
         env = _command_env(self.config) if commands else {}
+        fatal = {c for c, u in commands if u.config.on_command_failure == "exit"}
         for command, unit in commands:
             if command in seen:
                 continue
             seen.add(command)
-            try:
-                result = await run_command(
+            if self._stopping.is_set():
+                break
+            task = asyncio.ensure_future(
+                run_command(
                     command,
                     timeout=unit.config.command_timeout,
                     env=env,
                     what=f"{unit.config.destination}: command",
                 )
+            )
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not task.done():  # stopping: kill the command and its process group
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, CtemplateError):
+                    await task
+                log.warning(
+                    "(runner) %s: stopping; killed command %r with its process group",
+                    unit.config.destination,
+                    describe(command),
+                )
+                break
+            try:
+                result = task.result()
             except CommandError as exc:
-                log.error("%s", exc)
                 ok = False
+                if command in fatal:
+                    self._fatal = CommandError(f'{exc} (on_command_failure = "exit")')
+                    break
+                log.error("%s", exc)
                 continue
             log.info(
                 "(runner) %s: command %r finished in %.2fs",
@@ -396,21 +466,43 @@ class Runner:
             if unit.waiting_since is None:
                 continue
             waited = now - unit.waiting_since
-            due = max(unit.waiting_since + _WAITING_FIRST, unit.warned_at + _WAITING_EVERY)
+            due = max(
+                unit.waiting_since + self._waiting_first, unit.warned_at + self._waiting_every
+            )
             if now >= due:
-                missing = sorted(k for k in unit.deps if k not in self._watcher.data)
+                missing = self._missing(unit)
                 if missing:
                     log.warning(
-                        "(runner) %s: still waiting after %.0fs for: %s",
-                        unit.name,
+                        "(runner) %s: still waiting after %.0fs for: %s (not written until "
+                        "they have data)",
+                        unit.config.destination,
                         waited,
                         ", ".join(missing),
                     )
                 unit.warned_at = now
-                due = now + _WAITING_EVERY
+                due = now + self._waiting_every
             left = due - now
             next_check = left if next_check is None else min(next_check, left)
         return next_check
+
+    def _missing(self, unit: _Unit) -> list[str]:
+        data = self._watcher.data if self._watcher is not None else {}
+        return sorted(k for k in unit.deps if k not in data)
+
+    def _once_timed_out(self) -> CtemplateError:
+        waiting = [
+            f"{u.config.destination} ({', '.join(self._missing(u)) or 'nothing rendered yet'})"
+            for u in self._units
+            if not (u.rendered or u.last_error)
+        ]
+        message = (
+            f"-once-timeout: gave up after {self.config.once_timeout:g}s; still waiting for "
+            + "; ".join(waiting)
+        )
+        client = self._client
+        if client is not None and not client.available and client.last_error:
+            message += f"; Consul is unreachable: {client.last_error}"
+        return CtemplateError(message)
 
     # --- reloads --------------------------------------------------------------------------
 
@@ -441,7 +533,7 @@ class Runner:
 
     def _reload_sources(self) -> None:
         paths, self._source_changes = self._source_changes, set()
-        engine = TemplateEngine(self.config)
+        engine = _engine(self.config)
         for unit in self._units:
             src = unit.config.source
             if src is None or os.path.abspath(src) not in paths:
@@ -516,7 +608,11 @@ def _keep_modes(config: Config, old: Config) -> Config:
 
 
 async def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
-    """Run until stopped (or, with ``config.once``, until every template was rendered once)."""
+    """Run until stopped (or, with ``config.once``, until every template was rendered once).
+
+    Returns the exit status; a fatal error (see :meth:`Runner.run`) is raised as a
+    :class:`CtemplateError` whose message is the one line to show.
+    """
     if not config.templates:
         raise ConfigError("no templates: give -template src:dest or a config file with template {}")
     return await Runner(config, reload).run()
