@@ -96,6 +96,8 @@ class ConsulConfig:
     address: str = "127.0.0.1:8500"
     token: str = field(default="", repr=False)  # never logged
     token_file: str | None = None
+    # Connections ctemplate may hold open to the agent (Consul's per-client limit is 200).
+    max_connections: int = 32
     auth: AuthConfig = AuthConfig()
     retry: RetryConfig = RetryConfig()
     ssl: SSLConfig = SSLConfig()
@@ -192,7 +194,7 @@ _TOP_KEYS = (
     "default_delimiters",
     "retry",
 )
-_CONSUL_KEYS = ("address", "token", "token_file", "auth", "retry", "ssl")
+_CONSUL_KEYS = ("address", "token", "token_file", "max_connections", "auth", "retry", "ssl")
 _AUTH_KEYS = ("enabled", "username", "password")
 _RETRY_KEYS = ("enabled", "attempts", "backoff", "max_backoff")
 _SSL_KEYS = ("enabled", "verify", "cert", "key", "ca_cert", "ca_path", "server_name")
@@ -471,6 +473,17 @@ def _parse_attempts(value: object, *, where: str) -> int:
     return value
 
 
+def _parse_max_connections(value: object, *, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _type_error(where, "a whole number", value)
+    if not 5 <= value <= 200:
+        raise ConfigError(
+            f"{where}: {value} is out of range; write a number from 5 to 200 "
+            "(Consul accepts 200 connections per client address)"
+        )
+    return value
+
+
 def _parse_command_failure(value: object, *, where: str) -> str:
     """What a failed or timed-out command does: ``"log"`` (report it, carry on) or ``"exit"``."""
     text = _parse_str(value, where=where).strip().lower()
@@ -639,6 +652,10 @@ class _FileReader:
             consul["_token_file_where"] = self.where("consul.token_file")
         if "token" in block:
             consul["token"] = _parse_str(block["token"], where=self.where("consul.token"))
+        if "max_connections" in block:
+            consul["max_connections"] = _parse_max_connections(
+                block["max_connections"], where=self.where("consul.max_connections")
+            )
         if "auth" in block:
             auth = self.keys(
                 block["auth"], generic="consul.auth", keypath="consul.auth", known=_AUTH_KEYS
@@ -1063,6 +1080,7 @@ def _build(merged: dict[str, Any]) -> Config:
             address=consul.get("address", _DEFAULTS.consul.address),
             token=token,
             token_file=token_file,
+            max_connections=consul.get("max_connections", _DEFAULTS.consul.max_connections),
             auth=AuthConfig(**consul.get("auth", {})),
             retry=RetryConfig(**consul.get("retry", {})),
             ssl=SSLConfig(**consul.get("ssl", {})),

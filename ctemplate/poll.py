@@ -19,35 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from tenacity import (
-    AsyncRetrying,
-    RetryError,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_never,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import RetryError
 
 from .errors import ConsulError
 from .queries import FileQuery, PolledQuery
 
+if TYPE_CHECKING:
+    from .watch import WatchSettings
+
 __all__ = ["poll_consul", "poll_file"]
 
 log = logging.getLogger(__name__)
-
-
-class _Settings(Protocol):
-    @property
-    def once(self) -> bool: ...
-    @property
-    def retry_backoff(self) -> float: ...
-    @property
-    def retry_max_backoff(self) -> float: ...
-    @property
-    def retry_attempts(self) -> int: ...
 
 
 class _Watcher(Protocol):
@@ -56,36 +40,21 @@ class _Watcher(Protocol):
     @property
     def client(self) -> Any: ...
     @property
-    def settings(self) -> _Settings: ...
+    def settings(self) -> WatchSettings: ...
     def deliver(self, key: str, value: Any) -> bool: ...
     def fail(self, key: str, error: ConsulError) -> None: ...
 
 
-def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, ConsulError) and exc.transient
-
-
 async def _fetch(query: PolledQuery, watcher: _Watcher) -> Any:
+    from .watch import gave_up, retrying
+
     s = watcher.settings
-    stop = stop_after_attempt(s.retry_attempts + 1) if s.retry_attempts > 0 else stop_never
     try:
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(_transient),
-            # Exponential backoff with jitter (wait_exponential_jitter's arguments differ
-            # between tenacity 8 and 9).
-            wait=wait_exponential(multiplier=s.retry_backoff, max=s.retry_max_backoff)
-            + wait_random(0, s.retry_backoff),
-            stop=stop,
-            reraise=False,
-        ):
+        async for attempt in retrying(s):
             with attempt:
                 return await query.fetch(watcher.client)
     except RetryError as exc:
-        last = exc.last_attempt.exception()
-        assert isinstance(last, ConsulError)
-        raise ConsulError(
-            f"{last} (gave up after {s.retry_attempts} retries)", transient=True
-        ) from last
+        raise gave_up(exc, s) from exc.last_attempt.exception()
     raise AssertionError("unreachable")
 
 

@@ -25,6 +25,7 @@ from .command import describe, run_command
 from .config import Config, TemplateConfig, WaitConfig, parse_duration
 from .consul import ConsulClient, base_url
 from .errors import CommandError, ConfigError, ConsulError, CtemplateError, RenderError
+from .queries import Query
 from .render import render
 from .template import CompiledTemplate, TemplateEngine
 from .watch import Watcher, WatchSettings
@@ -63,7 +64,7 @@ def _engine(config: Config) -> TemplateEngine:
 class _Unit:
     config: TemplateConfig
     compiled: CompiledTemplate
-    deps: set[str] = field(default_factory=set)
+    queries: dict[str, Query] = field(default_factory=dict)  # used in the last execution
     dirty: bool = True
     rendered: bool = False  # complete output seen at least once
     due: bool = False  # quiescence period over
@@ -76,6 +77,10 @@ class _Unit:
     @property
     def name(self) -> str:
         return self.compiled.name
+
+    @property
+    def deps(self) -> set[str]:
+        return set(self.queries)
 
 
 def _command_env(config: Config) -> dict[str, str]:
@@ -103,6 +108,7 @@ def _watch_settings(config: Config) -> WatchSettings:
         retry_attempts=attempts,
         max_unavailable=config.max_unavailable,
         once=config.once,
+        max_connections=config.consul.max_connections,
     )
 
 
@@ -132,10 +138,9 @@ class Runner:
         return [_Unit(tc, engine.load(tc)) for tc in config.templates]
 
     def _start_consul(self, config: Config) -> None:
-        self._client = ConsulClient(config.consul)
-        self._watcher = Watcher(
-            self._client, _watch_settings(config), self._on_change, self._on_watch_error
-        )
+        settings = _watch_settings(config)
+        self._client = ConsulClient(config.consul, max_connections=settings.max_connections)
+        self._watcher = Watcher(self._client, settings, self._on_change, self._on_watch_error)
 
     async def _stop_consul(self) -> None:
         if self._watcher:
@@ -261,13 +266,13 @@ class Runner:
         self._errors_this_pass = 0
         now = time.monotonic()
         for unit in self._units:
-            if not (unit.dirty or unit.due or unit.deps & changed):
+            if not (unit.dirty or unit.due or not changed.isdisjoint(unit.queries)):
                 continue
             unit.dirty = False
             execution = unit.compiled.execute(watcher.data)
-            unit.deps = set(execution.used)
-            for query in execution.missing.values():
-                watcher.add(query)
+            unit.queries = execution.used
+            if execution.missing:
+                self._sync_watches()  # start watching what is missing before writing others
             if execution.error is not None:
                 self._template_failed(unit, execution.error)
                 continue
@@ -298,7 +303,8 @@ class Runner:
             unit.rendered = True
             if result and unit.config.command and not self.config.dry:
                 commands.append((unit.config.command, unit))
-        self._drop_unused_watches()
+        self._sync_watches()
+        watcher.settle()
         return await self._run_commands(commands)
 
     def _quiescent(self, unit: _Unit) -> bool:
@@ -398,14 +404,13 @@ class Runner:
         unit.last_error = message
         log.debug("details", exc_info=error)
 
-    def _drop_unused_watches(self) -> None:
+    def _sync_watches(self) -> None:
+        """Watch what the templates use now, and nothing else."""
         assert self._watcher is not None
-        used: set[str] = set()
+        queries: dict[str, Query] = {}
         for unit in self._units:
-            used |= unit.deps
-        unused = [k for k in self._watcher.watched() if k not in used]
-        if unused:
-            self._watcher.remove(unused)
+            queries.update(unit.queries)
+        self._watcher.sync(queries)
 
     async def _run_commands(self, commands: list[tuple[str | tuple[str, ...], _Unit]]) -> bool:
         ok = True

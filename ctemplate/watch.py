@@ -1,4 +1,10 @@
-"""One long-poll loop per canonical query, shared by every template that uses it.
+"""Keeping query answers fresh: blocking-query loops planned within a connection budget.
+
+The runner tells the watcher which queries its templates use (:meth:`Watcher.sync`); the
+planner (:mod:`ctemplate.plan`) decides which long polls serve them: one dedicated blocking
+query per query while they fit the budget, and past that one recursive read per KV prefix and
+one health sentinel per datacenter. Every loop delivers into one cache, ``Watcher.data``, keyed
+by the queries' canonical identities; templates cannot tell how an answer was obtained.
 
 Blocking-query rules (Consul's documentation, and what consul-template learned the hard way):
 
@@ -10,18 +16,20 @@ Blocking-query rules (Consul's documentation, and what consul-template learned t
 * a new index with equal data is not a change (``==`` on frozen records);
 * stale reads are allowed up to ``max_stale``; an answer whose ``X-Consul-LastContact`` is older
   is asked again of the leader;
-* at least ``min_interval`` (+ jitter) between two requests of one query, so a flapping service
+* at least ``min_interval`` (+ jitter) between two requests of one loop, so a flapping service
   cannot turn into a request storm;
-* transient failures are retried with exponential backoff and jitter (tenacity).
+* transient failures are retried with exponential backoff and jitter (tenacity), until
+  ``retry_attempts`` or ``max_unavailable`` says to give up (by default never, in a daemon).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,43 +39,105 @@ from tenacity import (
     RetryError,
     retry_if_exception,
     stop_never,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from .consul import ConsulClient, ConsulResponse
 from .errors import ConsulError
-from .queries import Query
+from .plan import Plan, plan
+from .queries import HealthServiceQuery, KVGetQuery, KVListQuery, Query
 
-__all__ = ["WatchSettings", "Watcher"]
+__all__ = ["RESERVED_CONNECTIONS", "WatchSettings", "Watcher", "gave_up", "retrying"]
 
 log = logging.getLogger(__name__)
+
+# Connections kept free of long polls, for short reads (sentinel re-reads, polled endpoints).
+RESERVED_CONNECTIONS = 4
+_SETTLE_MAX = 1.0  # seconds a loop waits for the runner to write before asking again
+_REREAD_CONCURRENCY = RESERVED_CONNECTIONS
 
 
 @dataclass(frozen=True, slots=True)
 class WatchSettings:
     wait: float = 60.0  # blocking-query wait, seconds
     max_stale: float = 2.0  # 0 = consistent reads
-    min_interval: float = 0.1  # between two requests of one query
+    min_interval: float = 0.1  # between two requests of one loop
     jitter: float = 0.02
     retry_backoff: float = 0.25
     retry_max_backoff: float = 60.0
     retry_attempts: int = 0  # 0 = forever
     max_unavailable: float = 0.0  # give up after failing this long without a break; 0 = never
     once: bool = False  # stop after the first delivered answer
+    max_connections: int = 32  # to the agent, whatever the number of queries
 
 
 def _transient(exc: BaseException) -> bool:
     return isinstance(exc, ConsulError) and exc.transient
 
 
-class _Watch:
-    def __init__(self, query: Query, watcher: Watcher) -> None:
-        self.query = query
-        self.key = str(query)
+def retrying(s: WatchSettings) -> AsyncRetrying:
+    """The retry policy of one request: exponential backoff with jitter, stopping only at the
+    configured limits (``retry_attempts``, ``max_unavailable``)."""
+    backoff = wait_exponential(multiplier=s.retry_backoff, max=s.retry_max_backoff) + wait_random(
+        0, s.retry_backoff
+    )
+    failing_since = 0.0
+
+    def give_up(state: RetryCallState) -> bool:  # after each failed attempt
+        nonlocal failing_since
+        now = time.monotonic()
+        failing_since = failing_since or now
+        if s.retry_attempts > 0 and state.attempt_number > s.retry_attempts:
+            return True
+        return 0 < s.max_unavailable <= now - failing_since
+
+    def pause(state: RetryCallState) -> float:
+        delay = backoff(state)
+        if s.max_unavailable > 0:  # do not sleep past the limit
+            delay = min(delay, max(0.0, failing_since + s.max_unavailable - time.monotonic()))
+        return float(delay)
+
+    return AsyncRetrying(
+        retry=retry_if_exception(_transient),
+        wait=pause,
+        stop=give_up if s.retry_attempts > 0 or s.max_unavailable > 0 else stop_never,
+        reraise=False,
+    )
+
+
+def gave_up(exc: RetryError, s: WatchSettings) -> ConsulError:
+    """The error to report once :func:`retrying` stopped."""
+    last = exc.last_attempt.exception()
+    assert isinstance(last, ConsulError)
+    if s.retry_attempts > 0 and exc.last_attempt.attempt_number > s.retry_attempts:
+        limit = f"gave up after {s.retry_attempts} retries"
+    else:
+        limit = f"gave up after failing for {s.max_unavailable:g}s (max_unavailable)"
+    return ConsulError(f"{last} ({limit})", transient=True)
+
+
+# An answer handler returns whether everything the loop serves now has data (for -once).
+_OnAnswer = Callable[[ConsulResponse], bool]
+
+
+class _Poll:
+    """One blocking-query loop on one endpoint, following every rule in the module docstring."""
+
+    def __init__(
+        self,
+        watcher: Watcher,
+        name: str,
+        path: str,
+        params: dict[str, str],
+        on_answer: _OnAnswer,
+    ) -> None:
         self.watcher = watcher
+        self.name = name
+        self.path = path
+        self.params = params
+        self.on_answer = on_answer
         self.index = 0
-        self.task: asyncio.Task[None] | None = None
-        self.since = time.monotonic()
         self.failed = False  # the last request failed: the next one must not block
         self.blocked = False  # the last answer came from a blocking request
         self.reported: str | None = None  # the non-transient error last reported
@@ -75,7 +145,6 @@ class _Watch:
     async def run(self) -> None:
         w = self.watcher
         s = w.settings
-        path, params = self.query.endpoint()
         last_start = 0.0
         first = True
         while True:
@@ -85,16 +154,14 @@ class _Watch:
                     await asyncio.sleep(delay)
             last_start = time.monotonic()
             try:
-                resp = await self._fetch(path, params)
+                resp = await self._fetch()
             except ConsulError as exc:
                 self.failed = True
-                if exc.transient:  # retries exhausted
-                    w.fail(self.key, exc)
+                if exc.transient:  # a configured limit was reached
+                    w.fail(self.name, exc)
                     return
                 # Not worth a fast retry (403, 400...): report once, then try again slowly.
-                if str(exc) != self.reported:
-                    self.reported = str(exc)
-                    w.fail(self.key, exc)
+                self._report(exc)
                 await asyncio.sleep(s.retry_max_backoff)
                 continue
             first = False
@@ -103,7 +170,7 @@ class _Watch:
                 # current state at a lower index, so it is taken as a fresh read.
                 log.info(
                     "(watch) %s: index went backwards (%d -> %d); reading afresh",
-                    self.key,
+                    self.name,
                     self.index,
                     resp.index,
                 )
@@ -111,97 +178,296 @@ class _Watch:
             elif resp.index == self.index and self.blocked:
                 continue
             self.index = max(resp.index, 1)
+            changes = w.changes
             try:
-                value = self.query.decode(resp.data)
+                done = self.on_answer(resp)
             except Exception as exc:  # an answer of an unexpected shape (a proxy, a bug)
-                error = ConsulError(
-                    f"{self.key}: cannot read Consul's answer ({type(exc).__name__}: {exc}); "
-                    f"reading again in {s.retry_max_backoff:g}s",
-                    transient=False,
-                )
                 log.debug("details", exc_info=exc)
                 self.index = 0
                 self.failed = True
-                if str(error) != self.reported:
-                    self.reported = str(error)
-                    w.fail(self.key, error)
+                self._report(
+                    ConsulError(
+                        f"{self.name}: cannot read Consul's answer ({type(exc).__name__}: "
+                        f"{exc}); reading again in {s.retry_max_backoff:g}s",
+                        transient=False,
+                    )
+                )
                 await asyncio.sleep(s.retry_max_backoff)
                 continue
             if self.reported is not None:
-                log.info("(watch) %s: Consul answers again", self.key)
+                log.info("(watch) %s: Consul answers again", self.name)
                 self.reported = None
-            if value is None and self.query.block_on_nil:
-                if self.key in w.data:
-                    # It existed and was deleted: the template must wait again.
-                    w.forget(self.key)
-                continue
-            if w.deliver(self.key, value) and s.once:
+            if s.once and done:
                 return
+            if w.changes != changes:
+                await w.settled()
 
-    async def _fetch(self, path: str, params: dict[str, str]) -> ConsulResponse:
+    def _report(self, error: ConsulError) -> None:
+        if str(error) != self.reported:
+            self.reported = str(error)
+            self.watcher.fail(self.name, error)
+
+    async def _fetch(self) -> ConsulResponse:
         s = self.watcher.settings
         client = self.watcher.client
-        backoff = wait_exponential_jitter(
-            initial=s.retry_backoff, max=s.retry_max_backoff, jitter=s.retry_backoff
-        )
-        failing_since = 0.0
-
-        def give_up(state: RetryCallState) -> bool:
-            # Called after each failed attempt: retry_attempts and/or max_unavailable.
-            nonlocal failing_since
-            now = time.monotonic()
-            failing_since = failing_since or now
-            if s.retry_attempts > 0 and state.attempt_number > s.retry_attempts:
-                return True
-            return 0 < s.max_unavailable <= now - failing_since
-
-        def pause(state: RetryCallState) -> float:
-            delay = backoff(state)
-            if s.max_unavailable > 0:  # do not sleep past the limit
-                delay = min(delay, max(0.0, failing_since + s.max_unavailable - time.monotonic()))
-            return delay
-
-        stop = give_up if s.retry_attempts > 0 or s.max_unavailable > 0 else stop_never
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_transient),
-                wait=pause,
-                stop=stop,
-                reraise=False,
-            ):
+            async for attempt in retrying(s):
                 with attempt:
                     # After a failure, ask without blocking: a restarted agent holds a query
                     # whose index is ahead of its own for the whole wait.
                     index = 0 if self.failed else self.index
                     self.failed = True  # until this attempt succeeds
                     stale = s.max_stale > 0
-                    resp = await client.get(path, params, index=index, wait=s.wait, stale=stale)
+                    resp = await client.get(
+                        self.path, self.params, index=index, wait=s.wait, stale=stale
+                    )
                     if stale and resp.last_contact > s.max_stale:
                         log.debug(
                             "(watch) %s: stale by %.1fs; asking the leader",
-                            self.key,
+                            self.name,
                             resp.last_contact,
                         )
-                        resp = await client.get(path, params, index=index, wait=s.wait)
+                        resp = await client.get(self.path, self.params, index=index, wait=s.wait)
                     self.failed = False
                     self.blocked = index > 0
                     return resp
         except RetryError as exc:
-            last = exc.last_attempt.exception()
-            assert isinstance(last, ConsulError)
-            if s.retry_attempts > 0 and exc.last_attempt.attempt_number > s.retry_attempts:
-                limit = f"gave up after {s.retry_attempts} retries"
-            else:
-                limit = f"gave up after failing for {s.max_unavailable:g}s (max_unavailable)"
-            raise ConsulError(f"{last} ({limit})", transient=True) from last
+            raise gave_up(exc, s) from exc.last_attempt.exception()
         raise AssertionError("unreachable")
 
 
+class _Channel:
+    """A running task that keeps the answers of some queries fresh."""
+
+    task: asyncio.Task[None] | None = None
+
+    def start(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self.task = asyncio.get_running_loop().create_task(coro, name=name)
+
+    def cancel(self) -> asyncio.Task[None] | None:
+        if self.task is not None:
+            self.task.cancel()
+        return self.task
+
+
+def _deliver_decoded(watcher: Watcher, query: Query, data: Any) -> bool:
+    """Decode one query's raw answer into the cache; True if the query now has data."""
+    key = str(query)
+    value = query.decode(data)
+    if value is None and query.block_on_nil:
+        if key in watcher.data:  # it existed and was deleted: templates must wait again
+            watcher.forget(key)
+        return False
+    watcher.deliver(key, value)
+    return True
+
+
+class _Dedicated(_Channel):
+    """One blocking query for one query (or the query's own loop, for polled ones)."""
+
+    def __init__(self, watcher: Watcher, query: Query) -> None:
+        key = str(query)
+        custom = query.custom_watch(watcher)  # non-blocking endpoints and local files
+        if custom is not None:
+            self.start(custom, key)
+            return
+        path, params = query.endpoint()
+        poll = _Poll(watcher, key, path, params, lambda r: _deliver_decoded(watcher, query, r.data))
+        self.start(poll.run(), key)
+
+
+class _KVPrefix(_Channel):
+    """One recursive blocking read under a common prefix, answering many KV queries."""
+
+    def __init__(
+        self, watcher: Watcher, dc: str | None, prefix: str, members: tuple[Query, ...]
+    ) -> None:
+        self.watcher = watcher
+        self.members = members
+        params = {"recurse": ""}
+        if dc:
+            params["dc"] = dc
+        name = f"kv.prefix({prefix}{'@' + dc if dc else ''})"
+        path = KVListQuery(prefix=prefix).endpoint()[0]
+        self.start(_Poll(watcher, name, path, params, self._answer).run(), name)
+
+    def _answer(self, resp: ConsulResponse) -> bool:
+        entries: list[dict[str, Any]] = resp.data or []
+        by_key = {e.get("Key"): e for e in entries}
+        complete = True
+        for q in self.members:
+            if isinstance(q, KVGetQuery):
+                entry = by_key.get(q.key)
+                data: Any = [entry] if entry is not None else None
+            else:
+                assert isinstance(q, KVListQuery)
+                data = [e for e in entries if str(e.get("Key", "")).startswith(q.prefix)] or None
+            complete = _deliver_decoded(self.watcher, q, data) and complete
+        return complete
+
+
+class _Sentinel(_Channel):
+    """Service queries of one datacenter, read again only when the catalog says they changed.
+
+    Three blocking queries watch the tables every health answer is built from: checks, services
+    and nodes. A changed check names its service (or its node, for node checks); a changed
+    service list names services; anything the sentinel cannot attribute reads every member.
+    """
+
+    def __init__(
+        self, watcher: Watcher, dc: str | None, members: tuple[HealthServiceQuery, ...]
+    ) -> None:
+        self.watcher = watcher
+        self.dc = dc
+        self.name = f"health.sentinel({dc or 'local'})"
+        self.members: dict[str, HealthServiceQuery] = {}
+        self._pending: set[str] = set()
+        self._wanted = asyncio.Event()
+        self._baselines: dict[str, Any] = {}
+        self._ready = asyncio.Event()
+        params = {"dc": dc} if dc else {}
+        self._tables = {
+            "checks": "/v1/health/state/any",
+            "services": "/v1/catalog/services",
+            "nodes": "/v1/catalog/nodes",
+        }
+        self._polls = [
+            _Poll(watcher, f"{self.name}:{table}", path, dict(params), self._on_table(table))
+            for table, path in self._tables.items()
+        ]
+        self.update(members)
+        self.start(self._run(), self.name)
+
+    def update(self, members: tuple[HealthServiceQuery, ...]) -> None:
+        """Serve exactly ``members`` from now on; new ones are read at once."""
+        wanted = {str(q): q for q in members}
+        new = wanted.keys() - self.members.keys()
+        self.members = wanted
+        self._reread(new)
+
+    async def _run(self) -> None:
+        if self.watcher.settings.once:  # one read of each member is all -once needs
+            self._ready.set()
+            await self._reread_pending()
+            return
+        async with asyncio.TaskGroup() as tg:
+            for poll in self._polls:
+                tg.create_task(poll.run())
+            tg.create_task(self._reread_loop())
+
+    def _on_table(self, table: str) -> _OnAnswer:
+        def answer(resp: ConsulResponse) -> bool:
+            summary = _summaries[table](resp.data)
+            before = self._baselines.get(table)
+            self._baselines[table] = summary
+            if before is None:
+                if len(self._baselines) == len(self._tables):
+                    self._ready.set()  # members are read only after every baseline exists
+                return True
+            self._reread(_changed[table](before, summary, self.members.values()))
+            return True
+
+        return answer
+
+    def _reread(self, keys: Iterable[str]) -> None:
+        keys = set(keys)
+        if keys:
+            self._pending |= keys
+            self._wanted.set()
+
+    async def _reread_loop(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            await self._reread_pending()
+
+    async def _reread_pending(self) -> None:
+        await self._ready.wait()
+        keys, self._pending = self._pending, set()
+        queries = [self.members[k] for k in sorted(keys) if k in self.members]
+        if not queries:
+            return
+        log.debug("(watch) %s: reading %d services again", self.name, len(queries))
+        limit = asyncio.Semaphore(_REREAD_CONCURRENCY)
+        changes = self.watcher.changes
+
+        async def read(q: HealthServiceQuery) -> None:
+            async with limit:
+                data = await self.watcher.read(str(q), *q.endpoint())
+            if data is not _FAILED:
+                _deliver_decoded(self.watcher, q, data)
+
+        await asyncio.gather(*(read(q) for q in queries))
+        if self.watcher.changes != changes:
+            await self.watcher.settled()
+
+
+_FAILED = object()
+
+
+def _check_summary(data: Any) -> dict[tuple[str, str], tuple[str, str, str]]:
+    return {
+        (c.get("Node") or "", c.get("CheckID") or ""): (
+            c.get("Status") or "",
+            c.get("ServiceName") or "",
+            c.get("Output") or "",
+        )
+        for c in data or ()
+    }
+
+
+def _checks_changed(
+    before: dict[tuple[str, str], tuple[str, str, str]],
+    after: dict[tuple[str, str], tuple[str, str, str]],
+    members: Iterable[HealthServiceQuery],
+) -> set[str]:
+    names: set[str] = set()
+    for k in before.keys() | after.keys():
+        old, new = before.get(k), after.get(k)
+        if old == new:
+            continue
+        service = (new or old or ("", "", ""))[1]
+        if not service:  # a node check (serfHealth, maintenance) concerns every service on it
+            return {str(q) for q in members}
+        names.add(service)
+    return {str(q) for q in members if q.name in names}
+
+
+def _services_changed(
+    before: dict[str, tuple[str, ...]],
+    after: dict[str, tuple[str, ...]],
+    members: Iterable[HealthServiceQuery],
+) -> set[str]:
+    names = {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
+    if not names:  # the table changed but not its summary (a new port, a new instance)
+        return {str(q) for q in members}
+    return {str(q) for q in members if q.name in names}
+
+
+def _nodes_changed(before: Any, after: Any, members: Iterable[HealthServiceQuery]) -> set[str]:
+    return {str(q) for q in members} if before != after else set()
+
+
+_summaries: dict[str, Callable[[Any], Any]] = {
+    "checks": _check_summary,
+    "services": lambda data: {k: tuple(sorted(v or ())) for k, v in (data or {}).items()},
+    "nodes": lambda data: sorted(
+        (n.get("Node") or "", n.get("Address") or "", repr(n.get("TaggedAddresses")))
+        for n in data or ()
+    ),
+}
+_changed: dict[str, Callable[[Any, Any, Iterable[HealthServiceQuery]], set[str]]] = {
+    "checks": _checks_changed,
+    "services": _services_changed,
+    "nodes": _nodes_changed,
+}
+
+
 class Watcher:
-    """Keeps one watch per query and the latest data of each (the cache templates read).
+    """Keeps the answers of the queries templates use fresh, within a connection budget.
 
     ``on_change(key)`` is called for every delivered change; ``on_error(key, error)`` when a
-    watch fails.
+    loop fails. ``data`` is the cache templates read.
     """
 
     def __init__(
@@ -214,63 +480,131 @@ class Watcher:
         self.client = client
         self.settings = settings
         self.data: dict[str, Any] = {}
-        self._watches: dict[str, _Watch] = {}
+        self.changes = 0  # deliveries so far: a loop that delivered waits for the runner
+        self.plan = Plan()
+        self._wanted: frozenset[str] = frozenset()
+        self._dedicated: dict[str, _Dedicated] = {}
+        self._kv: dict[tuple[str | None, str], tuple[tuple[Query, ...], _KVPrefix]] = {}
+        self._sentinels: dict[str | None, _Sentinel] = {}
+        self._settled = asyncio.Event()
         self._on_change = on_change
         self._on_error = on_error
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._watches
+    @property
+    def dedicated_limit(self) -> int:
+        return max(1, self.settings.max_connections - RESERVED_CONNECTIONS)
 
-    def __len__(self) -> int:
-        return len(self._watches)
-
-    def watched(self) -> list[str]:
-        return list(self._watches)
-
-    def waiting_since(self, key: str) -> float | None:
-        w = self._watches.get(key)
-        return w.since if w else None
-
-    def add(self, query: Query) -> None:
-        key = str(query)
-        if key in self._watches:
+    def sync(self, queries: Mapping[str, Query]) -> None:
+        """Watch exactly ``queries`` (canonical key -> query) from now on."""
+        wanted = frozenset(queries)
+        if wanted == self._wanted:
             return
-        watch = _Watch(query, self)
-        self._watches[key] = watch
-        # Non-blocking endpoints and local files bring their own polling loop (ctemplate.poll).
-        loop = query.custom_watch(self) or watch.run()
-        watch.task = asyncio.get_running_loop().create_task(loop, name=key)
-        log.debug("(watch) %s: started (%d watches)", key, len(self._watches))
+        self._wanted = wanted
+        new = plan(queries.values(), self.dedicated_limit)
+        if new.long_polls > self.dedicated_limit:
+            log.warning(
+                "(watch) %d long polls are needed for %d queries, more than the %d connections "
+                "allowed (consul.max_connections); some will wait for a free connection",
+                new.long_polls,
+                len(queries),
+                self.settings.max_connections,
+            )
+        if (len(new.dedicated), len(new.kv), len(new.services)) != (
+            len(self.plan.dedicated),
+            len(self.plan.kv),
+            len(self.plan.services),
+        ):
+            log.debug(
+                "(watch) %d queries: %d dedicated, %d KV prefixes, %d health sentinels",
+                len(queries),
+                len(new.dedicated),
+                len(new.kv),
+                len(new.services),
+            )
+        self.plan = new
+        self._apply(new)
+        for key in list(self.data):
+            if key not in wanted:
+                del self.data[key]
 
-    def remove(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            watch = self._watches.pop(key, None)
-            self.data.pop(key, None)
-            if watch and watch.task:
-                watch.task.cancel()
-                log.debug("(watch) %s: stopped, no template uses it", key)
+    def _apply(self, p: Plan) -> None:
+        dedicated = {str(q): q for q in p.dedicated}
+        for key in self._dedicated.keys() - dedicated.keys():
+            self._dedicated.pop(key).cancel()
+            log.debug("(watch) %s: stopped", key)
+        for key, q in dedicated.items():
+            if key not in self._dedicated:
+                self._dedicated[key] = _Dedicated(self, q)
+        for group in list(self._kv):
+            if p.kv.get(group) != self._kv[group][0]:
+                self._kv.pop(group)[1].cancel()
+        for group, members in p.kv.items():
+            if group not in self._kv:
+                dc, prefix = group
+                self._kv[group] = (members, _KVPrefix(self, dc, prefix, members))
+        for dc in list(self._sentinels):
+            if dc not in p.services:
+                self._sentinels.pop(dc).cancel()
+        for dc, svc in p.services.items():
+            if dc in self._sentinels:
+                self._sentinels[dc].update(svc)
+            else:
+                self._sentinels[dc] = _Sentinel(self, dc, svc)
 
     async def stop(self) -> None:
-        tasks = [w.task for w in self._watches.values() if w.task]
-        self._watches.clear()
-        for t in tasks:
-            t.cancel()
+        channels: list[_Channel] = [
+            *self._dedicated.values(),
+            *(c for _m, c in self._kv.values()),
+            *self._sentinels.values(),
+        ]
+        self._dedicated.clear()
+        self._kv.clear()
+        self._sentinels.clear()
+        tasks = [t for t in (c.cancel() for c in channels) if t is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def read(self, name: str, path: str, params: dict[str, str]) -> Any:
+        """One non-blocking read with the retry policy; ``_FAILED`` after reporting an error."""
+        s = self.settings
+        try:
+            async for attempt in retrying(s):
+                with attempt:
+                    resp = await self.client.get(path, params, stale=s.max_stale > 0)
+                    return resp.data
+        except RetryError as exc:
+            self.fail(name, gave_up(exc, s))
+        except ConsulError as exc:
+            self.fail(name, exc)
+        return _FAILED
 
     def deliver(self, key: str, value: Any) -> bool:
         """Store new data; True if it differs from what templates saw before."""
-        if key not in self._watches:
+        if key not in self._wanted:
             return False
         if key in self.data and self.data[key] == value:
             return False
         self.data[key] = value
+        self.changes += 1
+        self._settled.clear()
         self._on_change(key)
         return True
 
     def forget(self, key: str) -> None:
         """Drop data that no longer exists (a deleted key): templates using it wait again."""
         self.data.pop(key, None)
+        self.changes += 1
+        self._settled.clear()
         self._on_change(key)
 
     def fail(self, key: str, error: ConsulError) -> None:
         self._on_error(key, error)
+
+    def settle(self) -> None:
+        """Called by the runner once it has written what the delivered changes affect."""
+        self._settled.set()
+
+    async def settled(self) -> None:
+        """Wait (briefly) until the runner has acted on what was delivered, so the next long
+        poll does not compete with the write for the CPU."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), _SETTLE_MAX)

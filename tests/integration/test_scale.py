@@ -1,0 +1,176 @@
+"""Many dependencies within the connection budget, against a real agent.
+
+Past ``consul.max_connections - 4`` queries, KV queries are answered by one recursive read per
+prefix and service queries by a health sentinel; these tests check that files still follow
+Consul within seconds, and that ctemplate never holds more connections than allowed.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+
+from connections import PeakConnections
+from ctemplate_proc import Daemon, read, run_ctemplate, wait_for
+
+
+def _seed_keys(consul, prefix: str, n: int, value: str = "v0") -> None:
+    ops = [
+        {
+            "KV": {
+                "Verb": "set",
+                "Key": f"{prefix}{i}",
+                "Value": base64.b64encode(f"{value}-{i}".encode()).decode(),
+            }
+        }
+        for i in range(n)
+    ]
+    for start in range(0, n, 64):
+        consul.txn(ops[start : start + 64])
+
+
+def _check(sid: str, status: str) -> dict[str, str]:
+    return {"CheckID": f"{sid}-check", "Name": "http", "Status": status, "ServiceID": sid}
+
+
+def test_three_hundred_keys_within_the_budget(consul, unique, tmp_path):
+    """Promise: 300 `key` dependencies render and react, never above max_connections."""
+    prefix = f"{unique}/keys/"
+    _seed_keys(consul, prefix, 300)
+    src = tmp_path / "t.tmpl"
+    src.write_text(
+        "{% for i in range(300) %}\n{{ i }}={{ key('" + prefix + "' ~ i) }}\n{% endfor %}\n"
+    )
+    dest = tmp_path / "out"
+    config = tmp_path / "ct.hcl"
+    config.write_text(
+        f'consul {{\n  address = "{consul.http_addr}"\n  max_connections = 8\n}}\n'
+        f'template {{\n  source = "{src}"\n  destination = "{dest}"\n}}\n'
+    )
+    result = run_ctemplate(["-config", str(config), "-once"])
+    assert result.returncode == 0, result.stderr
+    assert read(dest) == "".join(f"{i}=v0-{i}\n" for i in range(300))
+
+    dest.unlink()
+    with Daemon(["-config", str(config), "-log-level", "debug"]) as ct:
+        with PeakConnections(ct.pid, consul.http_port) as conns:
+            wait_for(lambda: read(dest) is not None, what="first render", log=ct.log())
+            for i in (0, 150, 299):
+                consul.put_kv(f"{prefix}{i}", f"changed-{i}")
+                took = wait_for(
+                    lambda i=i: f"{i}=changed-{i}\n" in (read(dest) or ""),
+                    timeout=5,
+                    what=f"key {i} changed",
+                    log=ct.log(),
+                )
+                print(f"key {i}: change -> file {took * 1000:.0f} ms")
+            # A deleted key makes the template wait again; the file is kept as it was.
+            consul.delete_kv(f"{prefix}7")
+            time.sleep(1)
+            assert "7=v0-7\n" in (read(dest) or "")
+            consul.put_kv(f"{prefix}7", "back")
+            wait_for(lambda: "7=back\n" in (read(dest) or ""), timeout=5, what="key 7 back")
+        assert "1 KV prefixes" in ct.log()
+    assert 0 < conns.peak <= 8, conns.peak
+
+
+def test_service_fan_out_through_the_health_sentinel(consul, unique, tmp_path):
+    """Promise: `services()` -> `service(name)` over many services renders and follows check
+    changes, new instances and node failures, within the budget."""
+    names = [f"{unique}-s{i:02d}" for i in range(40)]
+    for i, name in enumerate(names):
+        consul.register_external(
+            f"{unique}-node{i % 4}",
+            f"127.0.2.{i % 4 + 1}",
+            name,
+            service_id=name,
+            port=9000 + i,
+            tags=[unique],
+            checks=[_check(name, "passing")],
+        )
+    src = tmp_path / "t.tmpl"
+    src.write_text(
+        "{% for s in services() if '" + unique + "' in s.Tags %}\n"
+        "{% for i in service(s.Name) %}\n"
+        "{{ i.Name }} {{ i.Address }}:{{ i.Port }}\n"
+        "{% endfor %}\n"
+        "{% endfor %}\n"
+    )
+    dest = tmp_path / "out"
+    config = tmp_path / "ct.hcl"
+    config.write_text(
+        f'consul {{\n  address = "{consul.http_addr}"\n  max_connections = 8\n}}\n'
+        f'template {{\n  source = "{src}"\n  destination = "{dest}"\n}}\n'
+    )
+
+    def line(i: int, node: int | None = None) -> str:
+        return f"{names[i]} 127.0.2.{(i % 4 if node is None else node) + 1}:{9000 + i}\n"
+
+    everything = "".join(line(i) for i in range(40))
+    result = run_ctemplate(["-config", str(config), "-once"])
+    assert result.returncode == 0, result.stderr
+    assert read(dest) == everything
+
+    dest.unlink()
+    with Daemon(["-config", str(config), "-log-level", "debug"]) as ct:
+        with PeakConnections(ct.pid, consul.http_port) as conns:
+            wait_for(lambda: read(dest) == everything, what="first render", log=ct.log())
+            assert "1 health sentinels" in ct.log()
+
+            # A service check fails: only that service is read again, and it drops out.
+            consul.set_external_check(
+                f"{unique}-node1",
+                "127.0.2.2",
+                f"{names[5]}-check",
+                "critical",
+                service_id=names[5],
+            )
+            without5 = "".join(line(i) for i in range(40) if i != 5)
+            took = wait_for(
+                lambda: read(dest) == without5, timeout=5, what="check critical", log=ct.log()
+            )
+            print(f"check critical -> file {took * 1000:.0f} ms")
+
+            # A second instance with the same tags and no check: the service list does not
+            # change, so the sentinel reads every member again.
+            consul.register_external(
+                f"{unique}-node3",
+                "127.0.2.4",
+                names[0],
+                service_id=f"{names[0]}-b",
+                port=9000,
+                tags=[unique],
+            )
+            with_b = without5.replace(line(0), line(0) + line(0, node=3))
+            wait_for(lambda: read(dest) == with_b, timeout=5, what="new instance", log=ct.log())
+
+            # A node check fails: every service on that node drops out.
+            consul.set_external_check(f"{unique}-node2", "127.0.2.3", "serfHealth", "critical")
+            node2_gone = "".join(
+                line(i) + (line(0, node=3) if i == 0 else "")
+                for i in range(40)
+                if i != 5 and i % 4 != 2
+            )
+            wait_for(lambda: read(dest) == node2_gone, timeout=5, what="node down", log=ct.log())
+        assert 0 < conns.peak <= 8, conns.peak
+    for i in range(4):
+        consul.deregister_external(f"{unique}-node{i}")
+
+
+def test_only_templates_whose_inputs_changed_are_rendered(consul, unique, tmp_path):
+    """Promise: a change re-renders the templates that use it, and no other."""
+    consul.put_kv(f"{unique}/a", "1")
+    consul.put_kv(f"{unique}/b", "1")
+    args = ["-consul-addr", consul.http_addr, "-log-level", "debug"]
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.tmpl").write_text(f'{{{{ key("{unique}/{name}") }}}}\n')
+        args += ["-template", f"{tmp_path / name}.tmpl:{tmp_path / name}.out"]
+    with Daemon(args) as ct:
+        wait_for(lambda: read(tmp_path / "b.out") == "1\n", what="first render", log=ct.log())
+        wait_for(lambda: read(tmp_path / "a.out") == "1\n", what="first render", log=ct.log())
+        before = ct.log().count("b.out: unchanged")
+        consul.put_kv(f"{unique}/a", "2")
+        wait_for(lambda: read(tmp_path / "a.out") == "2\n", what="a changed", log=ct.log())
+        time.sleep(0.3)
+        # b was not even executed again: no "unchanged" line for it.
+        assert ct.log().count("b.out: unchanged") == before
