@@ -204,31 +204,7 @@ class Backend:
                 self.proc.stdout.close()
 
 
-NGINX_CONF = """\
-# nginx for the ctemplate demo: everything under {prefix}, loopback only.
-worker_processes 1;
-daemon off;
-pid "{prefix}/nginx.pid";
-error_log "{prefix}/error.log" notice;
-events {{
-    worker_connections 256;
-}}
-http {{
-    access_log "{prefix}/access.log";
-    client_body_temp_path "{prefix}/tmp/client_body";
-    proxy_temp_path "{prefix}/tmp/proxy";
-    fastcgi_temp_path "{prefix}/tmp/fastcgi";
-    uwsgi_temp_path "{prefix}/tmp/uwsgi";
-    scgi_temp_path "{prefix}/tmp/scgi";
-    proxy_connect_timeout 2s;
-    # Which worker answered: a pid not seen before means a reload is in effect. The demo
-    # uses it to time "file written -> nginx serving the new upstream".
-    add_header X-Nginx-Worker $pid always;
-    # As in Debian's nginx.conf: every conf.d/*.conf is included. ctemplate writes
-    # conf.d/backend_apps.conf (the upstream backend_apps and the server using it).
-    include conf.d/*.conf;
-}}
-"""
+NGINX_CONF = (REPO / "contrib" / "nginx-loopback.conf").read_text()
 
 
 @dataclass
@@ -252,7 +228,7 @@ class Nginx:
     def write_config(self) -> None:
         (self.prefix / "conf.d").mkdir(parents=True, exist_ok=True)
         (self.prefix / "tmp").mkdir(exist_ok=True)
-        self.conf.write_text(NGINX_CONF.format(prefix=self.prefix))
+        self.conf.write_text(NGINX_CONF.replace("@PREFIX@", str(self.prefix)))
 
     def start(self) -> None:
         with open(self.prefix / "nginx.out", "ab") as out:

@@ -58,27 +58,7 @@ def nginx_binary() -> str:
     return path
 
 
-NGINX_CONF = """\
-worker_processes 1;
-daemon off;
-pid "{prefix}/nginx.pid";
-error_log "{prefix}/error.log" notice;
-events {{
-    worker_connections 256;
-}}
-http {{
-    access_log "{prefix}/access.log";
-    client_body_temp_path "{prefix}/tmp/client_body";
-    proxy_temp_path "{prefix}/tmp/proxy";
-    fastcgi_temp_path "{prefix}/tmp/fastcgi";
-    uwsgi_temp_path "{prefix}/tmp/uwsgi";
-    scgi_temp_path "{prefix}/tmp/scgi";
-    proxy_connect_timeout 2s;
-    # A worker pid not seen before means a reload took effect.
-    add_header X-Nginx-Worker $pid always;
-    include conf.d/*.conf;
-}}
-"""
+NGINX_CONF = (REPO_ROOT / "contrib" / "nginx-loopback.conf").read_text()
 
 
 class Nginx:
@@ -90,7 +70,7 @@ class Nginx:
         self.port = free_port()
         (prefix / "conf.d").mkdir(parents=True)
         (prefix / "tmp").mkdir()
-        self.conf.write_text(NGINX_CONF.format(prefix=prefix))
+        self.conf.write_text(NGINX_CONF.replace("@PREFIX@", str(prefix)))
         self.proc: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(timeout=3.0, limits=httpx.Limits(max_keepalive_connections=0))
 
