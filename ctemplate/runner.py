@@ -78,10 +78,6 @@ class _Unit:
     def name(self) -> str:
         return self.compiled.name
 
-    @property
-    def deps(self) -> set[str]:
-        return set(self.queries)
-
 
 def _command_env(config: Config) -> dict[str, str]:
     env = dict(os.environ)
@@ -127,7 +123,6 @@ class Runner:
         self._watcher: Watcher | None = None
         self._file_watch: asyncio.Task[None] | None = None
         self._file_watch_stop: asyncio.Event | None = None
-        self._errors_this_pass = 0
         self._stopping = asyncio.Event()  # set by a stop signal: interrupts running commands
         self._waiting_first, self._waiting_every = _waiting_delays(os.environ)
 
@@ -263,7 +258,6 @@ class Runner:
         watcher = self._watcher
         changed, self._changed = self._changed, set()
         commands: list[tuple[str | tuple[str, ...], _Unit]] = []
-        self._errors_this_pass = 0
         now = time.monotonic()
         for unit in self._units:
             if not (unit.dirty or unit.due or not changed.isdisjoint(unit.queries)):
@@ -397,7 +391,6 @@ class Runner:
         return check
 
     def _template_failed(self, unit: _Unit, error: CtemplateError) -> None:
-        self._errors_this_pass += 1
         message = str(error)
         if message != unit.last_error:
             log.error("%s; keeping the last good %s", message, unit.config.destination)
@@ -492,7 +485,7 @@ class Runner:
 
     def _missing(self, unit: _Unit) -> list[str]:
         data = self._watcher.data if self._watcher is not None else {}
-        return sorted(k for k in unit.deps if k not in data)
+        return sorted(k for k in unit.queries if k not in data)
 
     def _once_timed_out(self) -> CtemplateError:
         waiting = [
