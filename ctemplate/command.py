@@ -94,6 +94,7 @@ async def run_command(
     result = CommandResult(proc.returncode or 0, stdout, stderr, seconds)
     if result.returncode != 0:
         tail = stderr[-_TAIL:].strip() or stdout[-_TAIL:].strip()
+        tail = "; ".join(line.strip() for line in tail.splitlines() if line.strip())  # one line
         tail_text = f": {tail}" if tail else ""
         raise CommandError(
             f"{what} {describe(command)!r} exited with status {result.returncode}{tail_text}"

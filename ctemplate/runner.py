@@ -14,11 +14,9 @@ import logging
 import os
 import shlex
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import guards
 from .command import describe, run_command
@@ -195,6 +193,7 @@ class Runner:
         cannot be loaded at start, Consul unreachable past a configured limit, a command
         failing under ``on_command_failure = "exit"``, ``-once-timeout``)."""
         config = self.config
+        self._event_loop = asyncio.get_running_loop()
         self._units = self._load_units(config)
         self._install_signals()
         self._write_pid_file()
@@ -342,8 +341,10 @@ class Runner:
         return result.changed
 
     def _make_check(self, tc: TemplateConfig) -> Callable[[str], None]:
+        """The check run on the staged file (in the render thread) before it is installed."""
         command = tc.check_command
         assert command is not None
+        loop = self._event_loop
 
         def check(staged: str) -> None:
             env = _command_env(self.config)
@@ -351,42 +352,19 @@ class Runner:
             env["CTEMPLATE_DESTINATION"] = tc.destination
             # confd's placeholder for the staged file works too: check_command = "check {{.src}}"
             if isinstance(command, str):
-                argv: Any = ["/bin/sh", "-c", command.replace("{{.src}}", shlex.quote(staged))]
+                argv: str | tuple[str, ...] = command.replace("{{.src}}", shlex.quote(staged))
             else:
-                argv = [a.replace("{{.src}}", staged) for a in command]
+                argv = tuple(a.replace("{{.src}}", staged) for a in command)
+            run = run_command(
+                argv,
+                timeout=tc.command_timeout,
+                env=env,
+                what=f"{tc.destination}: check_command",
+            )
             try:
-                proc = subprocess.Popen(
-                    argv,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise RenderError(
-                    f"{tc.destination}: check_command {describe(command)!r} could not start: "
-                    f"{exc.strerror}"
-                ) from exc
-            try:
-                stdout, stderr = proc.communicate(
-                    timeout=tc.command_timeout if tc.command_timeout > 0 else None
-                )
-            except subprocess.TimeoutExpired:
-                # Kill the whole process group, so nothing it started lingers.
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.communicate()
-                raise RenderError(
-                    f"{tc.destination}: check_command {describe(command)!r} ran past its "
-                    f"timeout of {tc.command_timeout:g}s and was killed; the old file stays"
-                ) from None
-            if proc.returncode != 0:
-                out = (stderr or stdout).decode("utf-8", "replace").strip()[-2000:]
-                raise RenderError(
-                    f"{tc.destination}: check_command {describe(command)!r} failed with status "
-                    f"{proc.returncode}; the old file stays: {out}"
-                )
+                asyncio.run_coroutine_threadsafe(run, loop).result()
+            except CommandError as exc:
+                raise RenderError(f"{exc}; the old file stays") from exc
 
         return check
 

@@ -6,6 +6,7 @@ commands run, exit codes and log lines.
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -356,3 +357,37 @@ def test_bad_flag_is_one_error_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("ctemplate: error: "), result.stderr
     assert "-wait" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_check_command_guards_the_destination(consul, unique, tmp_path):
+    """A failing or hanging check_command keeps the old file and skips the command."""
+    key = f"{unique}/v"
+    consul.put_kv(key, "good")
+    src = tmp_path / "t.tmpl"
+    src.write_text(f'{{{{ key("{key}") }}}}\n')
+    dest, reloads = tmp_path / "out", tmp_path / "reloads"
+    # The check sees the staged file: it refuses "bad" and hangs on "slow".
+    check = 'grep -q good {{.src}} || { grep -q slow "$CTEMPLATE_STAGED" && sleep 30; exit 1; }'
+    config = tmp_path / "ct.hcl"
+    config.write_text(
+        f'consul {{\n  address = "{consul.http_addr}"\n}}\n'
+        "template {\n"
+        f'  source = "{src}"\n  destination = "{dest}"\n'
+        f'  command = "echo reload >> {reloads}"\n'
+        f"  check_command = {json.dumps(check)}\n"
+        '  command_timeout = "1s"\n'
+        "}\n"
+    )
+    with Daemon(["-config", str(config)]) as ct:
+        wait_for(lambda: read(dest) == "good\n", what="first render", log=ct.log())
+        consul.put_kv(key, "bad")
+        wait_for(lambda: "exited with status 1; the old file stays" in ct.log(), log=ct.log())
+        consul.put_kv(key, "slow")
+        started = time.monotonic()
+        wait_for(lambda: "ran past its timeout of 1s" in ct.log(), log=ct.log())
+        assert time.monotonic() - started < 6
+        assert read(dest) == "good\n"
+        assert read(reloads) == "reload\n"
+        consul.put_kv(key, "good again")
+        wait_for(lambda: read(dest) == "good again\n", what="render after checks", log=ct.log())
+        wait_for(lambda: read(reloads) == "reload\n" * 2, what="second reload", log=ct.log())
