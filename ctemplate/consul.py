@@ -144,9 +144,14 @@ class ConsulClient:
                 reason = f"no answer within {read:.1f}s"
             elif isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError):
                 reason = f"the connection broke during the answer ({reason})"
+            hint = "is the agent running? (set -consul-addr or CONSUL_HTTP_ADDR)"
+            if _is_tls_error(exc):
+                hint = (
+                    "check the TLS settings in consul.ssl (ca_cert, cert, key, server_name, "
+                    "verify) or -consul-ssl-* flags"
+                )
             err = ConsulError(
-                f"GET {path}: cannot reach Consul at {self.base_url}: {reason}; "
-                "is the agent running? (set -consul-addr or CONSUL_HTTP_ADDR)"
+                f"GET {path}: cannot reach Consul at {self.base_url}: {reason}; {hint}"
             )
             self._note_failure(err)
             raise err from exc
@@ -204,6 +209,16 @@ class ConsulClient:
             )
         self.available = True
         self._failures = 0
+
+
+def _is_tls_error(exc: BaseException) -> bool:
+    """Whether an httpx error was caused by the TLS handshake (certificates, names)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "SSL" in str(exc) or "certificate" in str(exc)
 
 
 def _int(value: str | None) -> int:
