@@ -26,16 +26,11 @@ reflects whether the benchmark itself ran.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import os
 import platform
 import random
-import resource
-import select
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -46,97 +41,27 @@ from typing import Any
 
 from _common import (
     BENCH,
+    Observer,
     Summary,
     add_tests_to_path,
     child_env,
+    consul_version,
     cpu_seconds,
     ctemplate_command,
+    die_with_parent,
     ms,
     percentile,
     python,
+    read_text,
     rss_kib,
+    self_cpu,
 )
 
 KEY = "bench/k"
 TEMPLATE = '{{ key("bench/k") }}'
 TARGET_RATIO = 2.0
 
-# --- observing the two files ------------------------------------------------------------------
-
-_IN_MOVED_TO = 0x00000080
-_IN_CLOSE_WRITE = 0x00000008
-_IN_NONBLOCK = 0o4000
-_IN_CLOEXEC = 0o2000000
-_EVENT = struct.Struct("iIII")
-
-
-def _read(path: Path) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-
-
-class Observer:
-    """Waits until files hold a value; returns when each one was first seen holding it."""
-
-    def __init__(self, directory: Path, mode: str, poll_interval: float) -> None:
-        self.mode = mode
-        self.poll_interval = poll_interval
-        self.fd = -1
-        if mode == "inotify":
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-            if fd < 0:
-                raise OSError(ctypes.get_errno(), "inotify_init1 failed")
-            mask = _IN_MOVED_TO | _IN_CLOSE_WRITE
-            if libc.inotify_add_watch(fd, os.fsencode(directory), mask) < 0:
-                os.close(fd)
-                raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory} failed")
-            self.fd = fd
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def _drain(self, timeout: float) -> None:
-        """Block until an event arrives (or the timeout), then swallow all queued events."""
-        ready, _, _ = select.select([self.fd], [], [], max(timeout, 0.0))
-        if not ready:
-            return
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self.fd, 65536):
-                pass
-
-    def wait(self, files: dict[str, Path], value: str, timeout: float) -> dict[str, float]:
-        """perf_counter() at which each file was first seen with ``value`` (missing: timeout)."""
-        pending = dict(files)
-        seen: dict[str, float] = {}
-        deadline = time.perf_counter() + timeout
-        for _ in range(1_000_000):  # bounded; the deadline ends it far sooner
-            for side, path in list(pending.items()):
-                if _read(path) == value:
-                    seen[side] = time.perf_counter()
-                    del pending[side]
-            now = time.perf_counter()
-            if not pending or now >= deadline:
-                break
-            if self.fd >= 0:
-                self._drain(deadline - now)
-            else:
-                time.sleep(self.poll_interval)
-        return seen
-
-
 # --- processes ---------------------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the benchmark dies (no orphaned daemons)."""
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 @dataclass
@@ -162,7 +87,7 @@ class Side:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
 
     @property
@@ -185,7 +110,7 @@ class Side:
             proc.wait(10)
 
     def log_tail(self, lines: int = 20) -> str:
-        text = _read(self.log) or ""
+        text = read_text(self.log) or ""
         return "\n".join(text.splitlines()[-lines:])
 
 
@@ -290,7 +215,7 @@ def _run_with_agent(args: argparse.Namespace, agent: Any, tmp: Path) -> dict[str
             if i == args.warmup:
                 cpu_start = {s.name: cpu_seconds(s.pid) for s in sides}
                 consul_cpu_start = cpu_seconds(agent.pid)
-                self_start = _self_cpu()
+                self_start = self_cpu()
                 run_start = time.perf_counter()
             value = f"v{i + 1}-{rng.getrandbits(32):08x}"
             t_start = time.perf_counter()
@@ -313,7 +238,7 @@ def _run_with_agent(args: argparse.Namespace, agent: Any, tmp: Path) -> dict[str
             s.cpu_run = cpu_seconds(s.pid) - cpu_start[s.name]
             s.rss_end = rss_kib(s.pid)
         consul_cpu = cpu_seconds(agent.pid) - consul_cpu_start
-        self_cpu = _self_cpu() - self_start
+        bench_cpu = self_cpu() - self_start
     finally:
         observer.close()
         for s in sides:
@@ -323,7 +248,7 @@ def _run_with_agent(args: argparse.Namespace, agent: Any, tmp: Path) -> dict[str
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, python "
         f"{platform.python_version()}",
-        "consul": _consul_version(agent.binary),
+        "consul": consul_version(agent.binary),
         "settings": {
             "changes": args.changes,
             "warmup": args.warmup,
@@ -335,7 +260,7 @@ def _run_with_agent(args: argparse.Namespace, agent: Any, tmp: Path) -> dict[str
         },
         "run_seconds": run_seconds,
         "consul_cpu_per_change_ms": consul_cpu / max(args.changes, 1) * 1000,
-        "bench_cpu_per_change_ms": self_cpu / max(args.changes, 1) * 1000,
+        "bench_cpu_per_change_ms": bench_cpu / max(args.changes, 1) * 1000,
         "sides": {},
     }
     for s in sides:
@@ -355,24 +280,11 @@ def _run_with_agent(args: argparse.Namespace, agent: Any, tmp: Path) -> dict[str
         }
     if args.trace:
         if all_sides["ctemplate"] in sides:
-            events = json.loads(_read(trace_path) or "[]")
+            events = json.loads(read_text(trace_path) or "[]")
             result["trace"] = _analyse_trace(events, changes)
         if all_sides["raw"] in sides:
-            result["raw_trace"] = _analyse_raw_trace(_read(raw_trace_path) or "", changes)
+            result["raw_trace"] = _analyse_raw_trace(read_text(raw_trace_path) or "", changes)
     return result
-
-
-def _self_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
-def _consul_version(binary: str) -> str:
-    try:
-        proc = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    return proc.stdout.splitlines()[0] if proc.stdout else "?"
 
 
 # --- trace analysis ----------------------------------------------------------------------------
