@@ -12,6 +12,7 @@ at all: those queries are :class:`PolledQuery` or :class:`FileQuery`, whose
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Coroutine
@@ -430,6 +431,12 @@ def _fail(kind: str, text: str, grammar: str, why: str = "") -> QueryError:
 
 def parse_service(args: tuple[Any, ...]) -> HealthServiceQuery:
     """``service("web")``, ``service("prod.web@dc1|passing,warning")``, ``service("web", "any")``"""
+    return _parse_service(tuple(str(a) for a in args))
+
+
+# Templates call the same helpers with the same strings on every render: parse each once.
+@functools.lru_cache(maxsize=16384)
+def _parse_service(args: tuple[str, ...]) -> HealthServiceQuery:
     if not args:
         raise QueryError(f"service(): missing the service name; expected {SERVICE_GRAMMAR}")
     text = str(args[0])
@@ -465,14 +472,24 @@ def parse_services(args: tuple[Any, ...]) -> CatalogServicesQuery:
 
 
 def parse_key(kind: str, text: Any, *, block: bool = False) -> KVGetQuery:
-    m = _KEY_RE.match(str(text))
+    return _parse_key(kind, str(text), block)
+
+
+@functools.lru_cache(maxsize=16384)
+def _parse_key(kind: str, text: str, block: bool) -> KVGetQuery:
+    m = _KEY_RE.match(text)
     if not m:
         raise _fail(kind, str(text), KEY_GRAMMAR)
     return KVGetQuery(key=m["key"], dc=m["dc"], block=block)
 
 
 def parse_prefix(kind: str, text: Any) -> KVListQuery:
-    m = _PREFIX_RE.match(str(text))
+    return _parse_prefix(kind, str(text))
+
+
+@functools.lru_cache(maxsize=16384)
+def _parse_prefix(kind: str, text: str) -> KVListQuery:
+    m = _PREFIX_RE.match(text)
     if not m:
         raise _fail(kind, str(text), KEY_GRAMMAR)
     return KVListQuery(prefix=m["key"], dc=m["dc"])

@@ -391,13 +391,15 @@ class _Sentinel(_Channel):
         limit = asyncio.Semaphore(_REREAD_CONCURRENCY)
         changes = self.watcher.changes
 
-        async def read(q: HealthServiceQuery) -> None:
+        async def read(q: HealthServiceQuery) -> Any:
             async with limit:
-                data = await self.watcher.read(str(q), *q.endpoint())
+                return await self.watcher.read(str(q), *q.endpoint())
+
+        # Deliver together: the runner then renders once, not once per service read.
+        answers = await asyncio.gather(*(read(q) for q in queries))
+        for q, data in zip(queries, answers, strict=True):
             if data is not _FAILED:
                 _deliver_decoded(self.watcher, q, data)
-
-        await asyncio.gather(*(read(q) for q in queries))
         if self.watcher.changes != changes:
             await self.watcher.settled()
 
