@@ -35,7 +35,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -54,6 +53,7 @@ from consul_harness import (  # noqa: E402
     find_consul,
     free_port,
 )
+from replace_watch import ReplaceWatch  # noqa: E402
 
 TEMPLATE = REPO / "templates" / "nginx-upstream.conf.j2"
 CHECK = REPO / "contrib" / "nginx-check-staged"
@@ -121,47 +121,6 @@ def stop_process(
             proc.wait()
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-
-
-class ReplaceWatch:
-    """Notes when a file is replaced (ctemplate renames a new file over it, so the inode
-    changes), checking every millisecond in a thread."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.times: list[float] = []
-        self._inode = self._current()
-        self._stop = threading.Event()
-        self._changed = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _current(self) -> int | None:
-        try:
-            return self.path.stat().st_ino
-        except FileNotFoundError:
-            return None
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.001):
-            inode = self._current()
-            if inode != self._inode:
-                self.times.append(time.monotonic())
-                self._inode = inode
-                self._changed.set()
-
-    def last(self) -> float:
-        """When the file was last replaced (waiting a moment for the thread to notice)."""
-        if not self._changed.wait(1.0):
-            raise DemoError(f"{self.path} changed, but was not replaced by a rename")
-        return self.times[-1]
-
-    def __enter__(self) -> ReplaceWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @dataclass
@@ -524,7 +483,7 @@ class Demo:
         seen: dict[str, float] = {}
         spread = Spread()
         old_workers = set(self.workers)
-        with ReplaceWatch(self.destination) as replaced:
+        with ReplaceWatch(self.destination, DemoError) as replaced:
             started = time.monotonic()
             action()
             while True:

@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ import httpx
 import pytest
 from consul_harness import REPO_ROOT, ConsulAgent, free_port
 from ctemplate_proc import Daemon, run_ctemplate, wait_for
+from replace_watch import ReplaceWatch
 
 TEMPLATE = REPO_ROOT / "templates" / "nginx-upstream.conf.j2"
 CHECK = REPO_ROOT / "contrib" / "nginx-check-staged"
@@ -183,46 +183,6 @@ class Backend:
 
 
 # --- the whole set-up -----------------------------------------------------------------------
-
-
-class ReplaceWatch:
-    """Notes when a file is replaced (ctemplate renames a new file over it, so the inode
-    changes), checking every millisecond in a thread."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.times: list[float] = []
-        self._stop = threading.Event()
-        self._changed = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._inode = self._current()
-
-    def _current(self) -> int | None:
-        try:
-            return self.path.stat().st_ino
-        except FileNotFoundError:
-            return None
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.001):
-            inode = self._current()
-            if inode != self._inode:
-                self.times.append(time.monotonic())
-                self._inode = inode
-                self._changed.set()
-
-    def last(self) -> float:
-        """When the file was last replaced (waiting a moment for the thread to notice)."""
-        assert self._changed.wait(1.0), f"{self.path} changed without being replaced"
-        return self.times[-1]
-
-    def __enter__(self) -> ReplaceWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def alive(pid: str) -> bool:
