@@ -92,14 +92,13 @@ def _watch_settings(config: Config) -> WatchSettings:
     attempts = retry.attempts
     if attempts is None:
         attempts = 12 if config.once else 0
-    if not retry.enabled:
-        attempts = 1 if config.once else 0
     return WatchSettings(
         wait=config.block_query_wait,
         max_stale=config.max_stale,
         retry_backoff=retry.backoff,
         retry_max_backoff=retry.max_backoff,
         retry_attempts=attempts,
+        retry_enabled=retry.enabled,
         max_unavailable=config.max_unavailable,
         once=config.once,
         max_connections=config.consul.max_connections,

@@ -38,7 +38,6 @@ from tenacity import (
     RetryCallState,
     RetryError,
     retry_if_exception,
-    stop_never,
     wait_exponential,
     wait_random,
 )
@@ -67,6 +66,7 @@ class WatchSettings:
     retry_backoff: float = 0.25
     retry_max_backoff: float = 60.0
     retry_attempts: int = 0  # 0 = forever
+    retry_enabled: bool = True  # False: the first failure is final
     max_unavailable: float = 0.0  # give up after failing this long without a break; 0 = never
     once: bool = False  # stop after the first delivered answer
     max_connections: int = 32  # to the agent, whatever the number of queries
@@ -88,6 +88,8 @@ def retrying(s: WatchSettings) -> AsyncRetrying:
         nonlocal failing_since
         now = time.monotonic()
         failing_since = failing_since or now
+        if not s.retry_enabled:
+            return True
         if s.retry_attempts > 0 and state.attempt_number > s.retry_attempts:
             return True
         return 0 < s.max_unavailable <= now - failing_since
@@ -101,7 +103,7 @@ def retrying(s: WatchSettings) -> AsyncRetrying:
     return AsyncRetrying(
         retry=retry_if_exception(_transient),
         wait=pause,
-        stop=give_up if s.retry_attempts > 0 or s.max_unavailable > 0 else stop_never,
+        stop=give_up,
         reraise=False,
     )
 
@@ -110,7 +112,9 @@ def gave_up(exc: RetryError, s: WatchSettings) -> ConsulError:
     """The error to report once :func:`retrying` stopped."""
     last = exc.last_attempt.exception()
     assert isinstance(last, ConsulError)
-    if s.retry_attempts > 0 and exc.last_attempt.attempt_number > s.retry_attempts:
+    if not s.retry_enabled:
+        limit = "retries are disabled: consul.retry.enabled = false"
+    elif s.retry_attempts > 0 and exc.last_attempt.attempt_number > s.retry_attempts:
         limit = f"gave up after {s.retry_attempts} retries"
     else:
         limit = f"gave up after failing for {s.max_unavailable:g}s (max_unavailable)"

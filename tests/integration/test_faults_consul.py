@@ -309,11 +309,13 @@ def test_daemon_waits_for_consul_to_appear(consul_agent_factory, tmp_path):
     [
         (["-consul-retry-attempts", "3"], "gave up after 3 retries"),
         (["-max-unavailable", "1500ms"], "gave up after failing for 1.5s (max_unavailable)"),
+        (["-consul-retry=false"], "retries are disabled: consul.retry.enabled = false"),
     ],
-    ids=["retry-attempts", "max-unavailable"],
+    ids=["retry-attempts", "max-unavailable", "retry-disabled"],
 )
 def test_configured_limit_makes_the_outage_fatal(consul_agent_factory, tmp_path, flags, limit):
-    """Promise: only a limit the user configured (consul.retry.attempts, max_unavailable) makes
+    """Promise: only a limit the user configured (consul.retry.attempts, max_unavailable,
+    consul.retry.enabled = false) makes
     a daemon give up on an unreachable Consul: it exits 14 with one error line naming the
     request, the cause and the limit."""
     agent = consul_agent_factory()
