@@ -11,20 +11,24 @@ one per request, on kept-alive connections too. Connections are counted (open no
     before = proxy.snapshot(); ...; after = proxy.snapshot()
     proxy.stop()
 
-The proxy runs its own asyncio loop in a background thread; it listens on 127.0.0.1 only.
+It is ``tests/tcp_relay.py``'s relay with counting hooks; it listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from _common import add_tests_to_path
+
+add_tests_to_path()
+from tcp_relay import Relay  # noqa: E402
 
 __all__ = ["Counters", "CountingProxy"]
 
 _TERMINATOR = b"\r\n\r\n"
-_CHUNK = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +51,9 @@ class Counters:
         )
 
 
-class CountingProxy:
+class CountingProxy(Relay):
     def __init__(self, upstream: str, *, host: str = "127.0.0.1") -> None:
-        up_host, _, up_port = upstream.rpartition(":")
-        self.upstream = (up_host, int(up_port))
-        self.host = host
-        self.port = 0
+        super().__init__(upstream, host=host)
         self._lock = threading.Lock()
         self._requests = 0
         self._up = 0
@@ -60,15 +61,6 @@ class CountingProxy:
         self._open = 0
         self._peak = 0
         self._total = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def addr(self) -> str:
-        return f"{self.host}:{self.port}"
 
     def snapshot(self) -> Counters:
         with self._lock:
@@ -80,91 +72,32 @@ class CountingProxy:
         with self._lock:
             self._peak = self._open
 
-    def start(self) -> CountingProxy:
-        self._thread = threading.Thread(target=self._run, name="counting-proxy", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("counting proxy did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            with contextlib.suppress(RuntimeError):  # loop already closed
-                self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def __enter__(self) -> CountingProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- the proxy's own thread ------------------------------------------------------------
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._serve, self.host, 0, backlog=4096)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        async with server:
-            await self._stop.wait()
-            server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with self._lock:
             self._open += 1
             self._total += 1
             self._peak = max(self._peak, self._open)
-        up_writer: asyncio.StreamWriter | None = None
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-            upstream = asyncio.ensure_future(self._pipe(reader, up_writer, up=True))
-            downstream = asyncio.ensure_future(self._pipe(up_reader, writer, up=False))
-            try:
-                await asyncio.wait({upstream, downstream}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                upstream.cancel()
-                downstream.cancel()
-                await asyncio.gather(upstream, downstream, return_exceptions=True)
-        except (OSError, asyncio.CancelledError):
-            pass
+            await super().handle(reader, writer)
         finally:
             with self._lock:
                 self._open -= 1
-            for w in (writer, up_writer):
-                if w is not None:
-                    w.close()
-            self._tasks.discard(task)
 
-    async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, up: bool
-    ) -> None:
+    def tap(self, *, up: bool) -> Callable[[bytes], None]:
+        if not up:
+            return self._count_down
         carry = b""  # the end of the previous chunk, for a terminator split across two reads
-        with contextlib.suppress(OSError):
-            for _ in range(1 << 40):  # bounded; EOF or cancellation ends it
-                data = await reader.read(_CHUNK)
-                if not data:
-                    return
-                writer.write(data)
-                if up:
-                    scan = carry + data
-                    found = scan.count(_TERMINATOR)
-                    carry = scan[-3:]
-                    with self._lock:
-                        self._up += len(data)
-                        self._requests += found
-                else:
-                    with self._lock:
-                        self._down += len(data)
-                await writer.drain()
+
+        def count_up(data: bytes) -> None:
+            nonlocal carry
+            scan = carry + data
+            carry = scan[-3:]
+            with self._lock:
+                self._up += len(data)
+                self._requests += scan.count(_TERMINATOR)
+
+        return count_up
+
+    def _count_down(self, data: bytes) -> None:
+        with self._lock:
+            self._down += len(data)
