@@ -14,7 +14,9 @@ import grp
 import json
 import os
 import pwd
+import signal
 import subprocess
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +32,7 @@ __all__ = [
     "go_time_format",
     "must_env",
     "plugin",
+    "stop_plugins",
     "timestamp",
     "write_to_file",
 ]
@@ -240,10 +243,16 @@ def go_time_format(t: datetime, layout: str) -> str:
 # --- external programs and files --------------------------------------------------------------
 
 
+# Plugins still running, so that a stopping daemon need not wait for them (stop_plugins).
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
+
+
 def plugin(command: Any, *args: Any, timeout: float = PLUGIN_TIMEOUT) -> str:
     """Run ``command`` with ``args`` (no shell) and return its standard output, trimmed.
 
-    Arguments are trimmed and empty ones dropped, as consul-template does.
+    Arguments are trimmed and empty ones dropped, as consul-template does. The program runs in
+    its own process group, which is killed as a whole on timeout and by :func:`stop_plugins`.
     """
     name = str(command)
     if not name:
@@ -251,24 +260,30 @@ def plugin(command: Any, *args: Any, timeout: float = PLUGIN_TIMEOUT) -> str:
     argv = [name, *(a for a in (str(x).strip() for x in args) if a)]
     what = call("plugin", name)
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             argv,
-            capture_output=True,
-            timeout=timeout,
             stdin=subprocess.DEVNULL,
-            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired:
-        raise TemplateError(f"{what}: did not finish in {timeout:g}s and was killed") from None
     except OSError as exc:
         raise TemplateError(
             f"{what}: cannot run it: {exc.strerror}; give a path or a program on PATH"
         ) from None
+    with _running_lock:
+        _running.add(proc)
+    try:
+        out, err_bytes = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        proc.communicate()
+        raise TemplateError(f"{what}: did not finish in {timeout:g}s and was killed") from None
+    finally:
+        with _running_lock:
+            _running.discard(proc)
     if proc.returncode != 0:
-        err = (
-            proc.stderr.decode("utf-8", "replace").strip()
-            or proc.stdout.decode("utf-8", "replace").strip()
-        )
+        err = err_bytes.decode("utf-8", "replace").strip() or out.decode("utf-8", "replace").strip()
         status = (
             f"was killed by signal {-proc.returncode}"
             if proc.returncode < 0
@@ -276,7 +291,21 @@ def plugin(command: Any, *args: Any, timeout: float = PLUGIN_TIMEOUT) -> str:
         )
         detail = f": {err[-1000:]}" if err else ""
         raise TemplateError(f"{what} {status}{detail}")
-    return proc.stdout.decode("utf-8", "replace").strip()
+    return out.decode("utf-8", "replace").strip()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    # The group outlives its leader while children remain, so kill it even if the leader exited.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def stop_plugins() -> None:
+    """Kill every running plugin with its process group (the daemon is stopping)."""
+    with _running_lock:
+        running = list(_running)
+    for proc in running:
+        _kill_group(proc)
 
 
 def _perms(value: Any) -> int | None:

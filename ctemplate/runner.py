@@ -1,9 +1,11 @@
 """The loop: execute templates, watch what they need, write complete output, run commands.
 
-One pass: every template whose inputs changed is executed against the cache; queries it needs
-and nobody watches yet get a watch; a template with nothing missing is written if its bytes
-changed (after its quiescence period, if it has one); then the commands of changed files run,
-each distinct command once. Signal handlers only set flags; this loop owns reload and shutdown.
+One pass: every template whose inputs changed is executed against a snapshot of the cache, in a
+worker thread (one still running after a moment, say a slow ``plugin``, is taken by a later pass
+and holds up nothing else); queries it needs and nobody watches yet get a watch; a template
+with nothing missing is written if its bytes changed (after its quiescence period, if it has
+one); then the commands of changed files run, each distinct command once. Signal handlers only
+set flags; this loop owns reload and shutdown.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from . import guards
+from . import guards, local
 from .command import describe, run_command
 from .config import Config, TemplateConfig, WaitConfig, parse_duration
 from .consul import ConsulClient, base_url
 from .errors import CommandError, ConfigError, ConsulError, CtemplateError, RenderError
 from .queries import Query
 from .render import render
-from .template import CompiledTemplate, TemplateEngine
+from .template import CompiledTemplate, Execution, TemplateEngine
 from .watch import Watcher, WatchSettings
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "Runner", "run"]
@@ -39,6 +42,9 @@ _WAITING_FIRST = 10.0  # seconds before the first "still waiting for" warning
 _WAITING_EVERY = 60.0  # then at most this often per template
 # Tests shorten both delays: CTEMPLATE_WAITING_WARN="first[:every]", e.g. "1s:2s".
 _WAITING_ENV = "CTEMPLATE_WAITING_WARN"
+# Templates execute in worker threads. One still running after this long (a slow plugin) stops
+# holding up the pass: the others are written, and its result is taken when it is ready.
+_EXECUTION_BUDGET = 0.2  # seconds
 
 
 def _waiting_delays(environ: Mapping[str, str]) -> tuple[float, float]:
@@ -71,6 +77,7 @@ class _Unit:
     last_error: str | None = None
     waiting_since: float | None = None
     warned_at: float = 0.0
+    running: asyncio.Future[Execution] | None = None  # an execution not yet taken
 
     @property
     def name(self) -> str:
@@ -210,6 +217,7 @@ class Runner:
             for unit in self._units:
                 if unit.timer:
                     unit.timer.cancel()
+            local.stop_plugins()  # executions still running finish at once
             await self._stop_consul()
             self._remove_signals()
             self._remove_pid_file()
@@ -255,13 +263,32 @@ class Runner:
         assert self._watcher is not None
         watcher = self._watcher
         changed, self._changed = self._changed, set()
-        commands: list[tuple[str | tuple[str, ...], _Unit]] = []
-        now = time.monotonic()
+        snapshot: dict[str, Any] | None = None  # the data as this pass found it
         for unit in self._units:
             if not (unit.dirty or unit.due or not changed.isdisjoint(unit.queries)):
                 continue
+            if unit.running is not None:  # still executing: run it again once that is taken
+                unit.dirty = True
+                continue
             unit.dirty = False
-            execution = unit.compiled.execute(watcher.data)
+            if snapshot is None:
+                snapshot = dict(watcher.data)
+            unit.running = asyncio.ensure_future(asyncio.to_thread(unit.compiled.execute, snapshot))
+        running = [u.running for u in self._units if u.running and not u.running.done()]
+        if running:
+            await asyncio.wait(running, timeout=_EXECUTION_BUDGET)
+            for task in running:
+                if not task.done():  # the next pass takes it
+                    task.add_done_callback(lambda _task: self._wake.set())
+        commands: list[tuple[str | tuple[str, ...], _Unit]] = []
+        now = time.monotonic()
+        for unit in self._units:
+            if unit.running is None or not unit.running.done():
+                continue
+            execution = unit.running.result()
+            unit.running = None
+            if unit.dirty:
+                self._wake.set()
             unit.queries = execution.used
             if execution.missing:
                 self._sync_watches()  # start watching what is missing before writing others

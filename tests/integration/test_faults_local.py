@@ -110,6 +110,43 @@ def test_failing_templates_do_not_stop_the_others(consul, unique, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_slow_plugin_holds_up_neither_other_templates_nor_a_stop(consul, unique, tmp_path):
+    """Promise: a template whose plugin is slow does not hold up the other templates (they
+    follow Consul as usual), and a stop does not wait for it: the plugin is killed with its
+    process group and the daemon exits at once, leaving no stray process."""
+    key = f"{unique}/n"
+    consul.put_kv(key, "1")
+    pids = tmp_path / "pids"
+    script = tmp_path / "slow-plugin"
+    script.write_text(f"echo $$ >> {pids}\nsleep 300 &\necho $! >> {pids}\nwait\n")
+    slow, fast = tmp_path / "slow.tmpl", tmp_path / "fast.tmpl"
+    slow.write_text(f'{{{{ plugin("sh", "{script}") }}}}\n')
+    fast.write_text(f'n={{{{ key("{key}") }}}}\n')
+    config = tmp_path / "ct.hcl"
+    config.write_text(
+        _hcl(
+            consul,
+            _template(slow, tmp_path / "slow.out"),
+            _template(fast, tmp_path / "fast.out"),
+        )
+    )
+    with Daemon(["-config", str(config)]) as ct:
+        wait_for(lambda: read(tmp_path / "fast.out") == "n=1\n", what="fast", log=ct.log())
+        consul.put_kv(key, "2")
+        wait_for(lambda: read(tmp_path / "fast.out") == "n=2\n", what="fast", log=ct.log())
+        started = [int(p) for p in pids.read_text().split()]
+        assert len(started) == 2 and all(_alive(p) for p in started), started
+        ct.signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        assert ct.wait(10) == 0, ct.log()
+        took = time.monotonic() - stopping
+        log = ct.log()
+    assert took < 3, log
+    wait_for(lambda: not _group_alive(started[0]), timeout=5, what="plugin group gone", log=log)
+    assert not (tmp_path / "slow.out").exists()
+    assert "Traceback" not in log
+
+
 def test_command_hanging_past_its_timeout(consul, unique, tmp_path):
     """Promise: a reload command that hangs is killed at command_timeout with its whole process
     group (SIGTERM, then SIGKILL for what ignores it); no stray process or zombie is left, the
