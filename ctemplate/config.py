@@ -139,6 +139,7 @@ class Config:
     max_unavailable: float = 0.0
     log_level: str = "info"  # trace | debug | info | warn | err
     pid_file: str | None = None
+    status_address: str | None = None  # host:port of /health and /metrics; None = off
     kill_signal: str = "SIGINT"
     reload_signal: str = "SIGHUP"
     default_left_delimiter: str | None = None
@@ -189,6 +190,7 @@ _TOP_KEYS = (
     "max_unavailable",
     "log_level",
     "pid_file",
+    "status_address",
     "kill_signal",
     "reload_signal",
     "default_delimiters",
@@ -465,6 +467,17 @@ def _parse_nonempty(value: object, *, where: str) -> str:
     return text
 
 
+def parse_listen_address(value: object, *, where: str) -> str:
+    """``host:port`` to listen on (``[::1]:9110`` for IPv6); ``""`` turns it off."""
+    text = _parse_str(value, where=where).strip()
+    if not text:
+        return ""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f'{where}: {_quote(text)} is not host:port; write e.g. "127.0.0.1:9110"')
+    return text
+
+
 def _parse_attempts(value: object, *, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _type_error(where, "a whole number (0 = retry forever)", value)
@@ -621,6 +634,9 @@ class _FileReader:
             layer["log_level"] = parse_log_level(top["log_level"], where=self.where("log_level"))
         if "pid_file" in top:
             layer["pid_file"] = _parse_str(top["pid_file"], where=self.where("pid_file"))
+        if "status_address" in top:
+            where = self.where("status_address")
+            layer["status_address"] = parse_listen_address(top["status_address"], where=where)
         for key in ("kill_signal", "reload_signal"):
             if key in top:
                 layer[key] = parse_signal(top[key], where=self.where(key))
@@ -991,6 +1007,7 @@ def _flags_layer(flags: Flags) -> dict[str, Any]:
         ("max_unavailable", flags.max_unavailable),
         ("log_level", flags.log_level),
         ("pid_file", flags.pid_file),
+        ("status_address", flags.status_address),
         ("kill_signal", flags.kill_signal),
         ("reload_signal", flags.reload_signal),
         ("default_left_delimiter", flags.default_left_delimiter),
@@ -1092,6 +1109,7 @@ def _build(merged: dict[str, Any]) -> Config:
         max_unavailable=merged.get("max_unavailable", _DEFAULTS.max_unavailable),
         log_level=merged.get("log_level", _DEFAULTS.log_level),
         pid_file=pid_file,
+        status_address=merged.get("status_address") or None,
         kill_signal=merged.get("kill_signal", _DEFAULTS.kill_signal),
         reload_signal=merged.get("reload_signal", _DEFAULTS.reload_signal),
         default_left_delimiter=merged.get("default_left_delimiter") or None,

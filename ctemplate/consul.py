@@ -106,6 +106,8 @@ class ConsulClient:
         )
         self.available = True
         self.last_error = ""  # the latest failure of the current outage
+        self.requests = 0  # all sent, for /metrics
+        self.failed_requests = 0
         self._down_since = 0.0
         self._failures = 0
 
@@ -134,6 +136,7 @@ class ConsulClient:
         # Consul may hold the answer up to wait + wait/16 of jitter; never cut it short.
         read = wait + wait / 16 + 10.0 if index > 0 else 30.0
         timeout = httpx.Timeout(10.0, read=read, pool=None)
+        self.requests += 1
         try:
             resp = await self._http.get(
                 path, params=q, timeout=timeout, extensions=self._extensions
@@ -170,6 +173,8 @@ class ConsulClient:
             )
             if transient:
                 self._note_failure(err)
+            else:
+                self.failed_requests += 1
             raise err
         else:
             try:
@@ -189,6 +194,7 @@ class ConsulClient:
 
     def _note_failure(self, err: ConsulError) -> None:
         """Log the start of an outage once; later failures only at debug level."""
+        self.failed_requests += 1
         self._failures += 1
         self.last_error = str(err)
         if self.available:

@@ -21,6 +21,7 @@ from ctemplate.config import (
     WaitConfig,
     parse_bool,
     parse_duration,
+    parse_listen_address,
     parse_log_level,
     parse_signal,
     parse_wait,
@@ -59,6 +60,7 @@ class Flags:
     max_unavailable: float | None = None  # seconds
     log_level: str | None = None  # normalised: trace | debug | info | warn | err
     pid_file: str | None = None
+    status_address: str | None = None  # "" = off
     kill_signal: str | None = None  # normalised "SIGINT"; "" = disabled
     reload_signal: str | None = None  # normalised "SIGHUP"; "" = disabled
     default_left_delimiter: str | None = None
@@ -101,6 +103,10 @@ def _log_level(value: str, where: str) -> str:
 
 def _signal(value: str, where: str) -> str:
     return parse_signal(value, where=where)
+
+
+def _listen_address(value: str, where: str) -> str:
+    return parse_listen_address(value, where=where)
 
 
 def _auth(value: str, where: str) -> str:
@@ -169,6 +175,12 @@ _SPECS: dict[str, _Spec] = {
     ),
     "log-level": _Spec("log_level", "level", "trace, debug, info, warn or err", _log_level),
     "pid-file": _Spec("pid_file", "path", "write the process id to this file"),
+    "status-addr": _Spec(
+        "status_address",
+        "host:port",
+        "serve /health and /metrics here, e.g. 127.0.0.1:9110",
+        _listen_address,
+    ),
     "kill-signal": _Spec("kill_signal", "signal", "stop on this signal (default SIGINT)", _signal),
     "reload-signal": _Spec(
         "reload_signal", "signal", "reload on this signal (default SIGHUP)", _signal

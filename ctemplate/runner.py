@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import guards, local
+from . import guards, local, status
 from .command import describe, run_command
 from .config import Config, TemplateConfig, WaitConfig, parse_duration
 from .consul import ConsulClient, base_url
@@ -78,6 +78,13 @@ class _Unit:
     waiting_since: float | None = None
     warned_at: float = 0.0
     running: asyncio.Future[Execution] | None = None  # an execution not yet taken
+    # For /health and /metrics (status_address).
+    last_rendered: float | None = None  # Unix time of the last complete render
+    renders: int = 0
+    errors: int = 0
+    command_runs: int = 0
+    command_failures: int = 0
+    command_seconds: float = 0.0
 
     @property
     def name(self) -> str:
@@ -128,6 +135,7 @@ class Runner:
         self._file_watch: asyncio.Task[None] | None = None
         self._file_watch_stop: asyncio.Event | None = None
         self._stopping = asyncio.Event()  # set by a stop signal: interrupts running commands
+        self._status: status.StatusServer | None = None
         self._waiting_first, self._waiting_every = _waiting_delays(os.environ)
 
     # --- set-up ---------------------------------------------------------------------------
@@ -201,6 +209,7 @@ class Runner:
         config = self.config
         self._event_loop = asyncio.get_running_loop()
         self._units = self._load_units(config)
+        await self._start_status(config)
         self._install_signals()
         self._write_pid_file()
         self._start_consul(config)
@@ -208,6 +217,8 @@ class Runner:
         try:
             return await self._loop()
         finally:
+            if self._status:
+                await self._status.stop()
             if self._file_watch_stop:
                 self._file_watch_stop.set()
             if self._file_watch:
@@ -320,8 +331,11 @@ class Runner:
                 log.info("(runner) %s: rendered again after an error", unit.config.destination)
                 unit.last_error = None
             unit.rendered = True
-            if result and unit.config.command and not self.config.dry:
-                commands.append((unit.config.command, unit))
+            unit.last_rendered = time.time()
+            if result and not self.config.dry:
+                unit.renders += 1
+                if unit.config.command:
+                    commands.append((unit.config.command, unit))
         self._sync_watches()
         watcher.settle()
         return await self._run_commands(commands)
@@ -395,6 +409,7 @@ class Runner:
         return check
 
     def _template_failed(self, unit: _Unit, error: CtemplateError) -> None:
+        unit.errors += 1
         message = str(error)
         if message != unit.last_error:
             log.error("%s; keeping the last good %s", message, unit.config.destination)
@@ -441,15 +456,18 @@ class Runner:
                     describe(command),
                 )
                 break
+            unit.command_runs += 1
             try:
                 result = task.result()
             except CommandError as exc:
+                unit.command_failures += 1
                 ok = False
                 if command in fatal:
                     self._fatal = CommandError(f'{exc} (on_command_failure = "exit")')
                     break
                 log.error("%s", exc)
                 continue
+            unit.command_seconds += result.seconds
             log.info(
                 "(runner) %s: command %r finished in %.2fs",
                 unit.config.destination,
@@ -532,6 +550,13 @@ class Runner:
         if config.pid_file != old.pid_file:
             self._remove_pid_file(old.pid_file)
             self._write_pid_file()
+        if config.status_address != old.status_address:
+            if self._status:
+                await self._status.stop()
+            try:
+                await self._start_status(config)
+            except CtemplateError as exc:
+                log.error("%s; /health and /metrics are off until the next reload", exc)
 
     def _reload_sources(self) -> None:
         paths, self._source_changes = self._source_changes, set()
@@ -583,6 +608,52 @@ class Runner:
                 self._wake.set()
         except Exception as exc:  # watching is a convenience; never take the daemon down
             log.warning("(runner) cannot watch template files for changes: %s", exc)
+
+    # --- status endpoint (status_address) --------------------------------------------------
+
+    async def _start_status(self, config: Config) -> None:
+        self._status = None
+        if config.status_address:
+            server = status.StatusServer(config.status_address, self._snapshot)
+            await server.start()
+            self._status = server
+
+    def _snapshot(self) -> status.Snapshot:
+        client = self._client
+        queries: set[str] = set()
+        templates = []
+        for unit in self._units:
+            queries.update(unit.queries)
+            if unit.last_error is not None:
+                state = "error"
+            elif unit.rendered and unit.waiting_since is None:
+                state = "rendered"
+            else:
+                state = "waiting"
+            templates.append(
+                status.TemplateState(
+                    source=unit.config.source or "(contents)",
+                    destination=unit.config.destination,
+                    state=state,
+                    waiting_for=tuple(self._missing(unit)) if state == "waiting" else (),
+                    error=unit.last_error,
+                    last_rendered=unit.last_rendered,
+                    renders=unit.renders,
+                    errors=unit.errors,
+                    command_runs=unit.command_runs,
+                    command_failures=unit.command_failures,
+                    command_seconds=unit.command_seconds,
+                )
+            )
+        consul = status.ConsulState(
+            address=client.base_url if client else base_url(self.config.consul),
+            reachable=client.available if client else False,
+            last_error=client.last_error if client else "",
+            requests=client.requests if client else 0,
+            failed_requests=client.failed_requests if client else 0,
+            watched_queries=len(queries),
+        )
+        return status.Snapshot(consul, tuple(templates))
 
     # --- pid file -------------------------------------------------------------------------
 

@@ -362,8 +362,9 @@ def test_all_flags_reach_the_config() -> None:
         -consul-retry=false -consul-retry-attempts 0 -consul-retry-backoff 1s
         -consul-retry-max-backoff 2s -consul-ssl-ca-cert ca -consul-ssl-ca-path capath
         -consul-ssl-cert c -consul-ssl-key k -consul-ssl-server-name sn -consul-ssl-verify=false
-        -wait 5s -max-stale 0s -log-level ERROR -pid-file p.pid -kill-signal sigterm
-        -reload-signal USR1 -default-left-delimiter << -default-right-delimiter >>
+        -wait 5s -max-stale 0s -log-level ERROR -pid-file p.pid -status-addr 127.0.0.1:9110
+        -kill-signal sigterm -reload-signal USR1
+        -default-left-delimiter << -default-right-delimiter >>
         -template a:b -once -dry
     """
     config = load(*argv.split())
@@ -389,6 +390,7 @@ def test_all_flags_reach_the_config() -> None:
         max_stale=0.0,
         log_level="err",
         pid_file="p.pid",
+        status_address="127.0.0.1:9110",
         kill_signal="SIGTERM",
         reload_signal="SIGUSR1",
         default_left_delimiter="<<",
@@ -779,6 +781,20 @@ def test_ignored_template_keys_warn(caplog: pytest.LogCaptureFixture) -> None:
             'ct.hcl: kill_signal: SIGKILL cannot be caught; write e.g. "SIGTERM"',
         ),
         ("pid_file = true\n", "ct.hcl: pid_file: expected a string, got a boolean"),
+        (
+            'status_address = "9110"\n',
+            'ct.hcl: status_address: "9110" is not host:port; write e.g. "127.0.0.1:9110"',
+        ),
+        (
+            'status_address = "localhost:http"\n',
+            'ct.hcl: status_address: "localhost:http" is not host:port; write e.g. '
+            '"127.0.0.1:9110"',
+        ),
+        (
+            'status_address = "127.0.0.1:70000"\n',
+            'ct.hcl: status_address: "127.0.0.1:70000" is not host:port; write e.g. '
+            '"127.0.0.1:9110"',
+        ),
         ('consul = ""\n', "ct.hcl: consul: must not be empty"),
         ("consul = 8500\n", "ct.hcl: consul: expected a block, got a number"),
         (

@@ -49,6 +49,8 @@ from ctemplate.flags import _SPECS, Flags, parse_flags, usage
         (["-log-level", "WARNING"], Flags(log_level="warn")),
         (["-log-level=err"], Flags(log_level="err")),
         (["-pid-file", "/run/ct.pid"], Flags(pid_file="/run/ct.pid")),
+        (["-status-addr", "[::1]:9110"], Flags(status_address="[::1]:9110")),
+        (["-status-addr="], Flags(status_address="")),
         (["-kill-signal", "term"], Flags(kill_signal="SIGTERM")),
         (["-reload-signal="], Flags(reload_signal="")),
         (["-reload-signal", "SIGUSR1"], Flags(reload_signal="SIGUSR1")),

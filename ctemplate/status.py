@@ -1,0 +1,249 @@
+"""An optional HTTP endpoint that shows from outside whether ctemplate is doing its job.
+
+``status_address = "127.0.0.1:9110"`` (flag ``-status-addr``) serves two read-only pages:
+
+``GET /health``
+    JSON: Consul reachable or not (with the error of the current outage), and each template's
+    state: ``rendered`` (its file follows the data), ``waiting`` (for the queries it lists) or
+    ``error`` (the message; the last good file stays). Status 200 when Consul is reachable and
+    every template is rendered, else 503, so a load balancer or a monitoring check can use the
+    status alone.
+``GET /metrics``
+    The same facts and counters (files written, template errors, command runs, failures and
+    seconds, requests to Consul) in Prometheus' text format.
+
+The server is a few lines on top of ``asyncio.start_server``: one request per connection, no
+keep-alive, GET and HEAD only. It never shows the ACL token (the messages it repeats never hold
+it). Bind it to loopback or a management network; it has no authentication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+__all__ = ["ConsulState", "Snapshot", "StatusServer", "TemplateState", "health", "metrics"]
+
+log = logging.getLogger(__name__)
+
+_READ_TIMEOUT = 5.0  # seconds for a client to send its request head
+_MAX_HEAD = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateState:
+    source: str  # the template file, or "(contents)"
+    destination: str
+    state: str  # rendered | waiting | error
+    waiting_for: tuple[str, ...] = ()
+    error: str | None = None
+    last_rendered: float | None = None  # Unix time the file was last written (or found current)
+    renders: int = 0  # files written
+    errors: int = 0  # renders or writes that failed
+    command_runs: int = 0
+    command_failures: int = 0
+    command_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConsulState:
+    address: str
+    reachable: bool
+    last_error: str = ""
+    requests: int = 0
+    failed_requests: int = 0
+    watched_queries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    consul: ConsulState
+    templates: tuple[TemplateState, ...] = field(default_factory=tuple)
+
+    @property
+    def healthy(self) -> bool:
+        return self.consul.reachable and all(t.state == "rendered" for t in self.templates)
+
+
+def health(snap: Snapshot) -> dict[str, object]:
+    """The ``/health`` document."""
+    consul = snap.consul
+    return {
+        "status": "ok" if snap.healthy else "degraded",
+        "consul": {
+            "address": consul.address,
+            "reachable": consul.reachable,
+            "error": None if consul.reachable else consul.last_error,
+        },
+        "templates": [
+            {
+                "source": t.source,
+                "destination": t.destination,
+                "state": t.state,
+                "waiting_for": list(t.waiting_for),
+                "error": t.error,
+                "last_rendered": t.last_rendered,
+            }
+            for t in snap.templates
+        ],
+    }
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def metrics(snap: Snapshot) -> str:
+    """The ``/metrics`` page (Prometheus text format 0.0.4)."""
+    lines: list[str] = []
+
+    def family(name: str, kind: str, text: str, samples: Iterable[tuple[str, float]]) -> None:
+        lines.append(f"# HELP ctemplate_{name} {text}")
+        lines.append(f"# TYPE ctemplate_{name} {kind}")
+        lines.extend(f"ctemplate_{name}{labels} {_number(v)}" for labels, v in samples)
+
+    c = snap.consul
+    family(
+        "up",
+        "gauge",
+        "1 when Consul is reachable and every file is rendered.",
+        [("", int(snap.healthy))],
+    )
+    family(
+        "consul_reachable",
+        "gauge",
+        "1 when the last request to Consul succeeded.",
+        [("", int(c.reachable))],
+    )
+    family("consul_requests_total", "counter", "Requests sent to Consul.", [("", c.requests)])
+    family(
+        "consul_request_failures_total",
+        "counter",
+        "Requests to Consul that failed (unreachable, 5xx, 429, bad answer).",
+        [("", c.failed_requests)],
+    )
+    family("watched_queries", "gauge", "Queries the templates use now.", [("", c.watched_queries)])
+
+    def per_template(
+        name: str, kind: str, text: str, get: Callable[[TemplateState], float | None]
+    ) -> None:
+        samples = []
+        for t in snap.templates:
+            value = get(t)
+            if value is not None:
+                samples.append((f'{{destination="{_label(t.destination)}"}}', value))
+        family(name, kind, text, samples)
+
+    family(
+        "template_state",
+        "gauge",
+        "1 for the state each template is in (rendered, waiting or error).",
+        [
+            (f'{{destination="{_label(t.destination)}",state="{state}"}}', int(t.state == state))
+            for t in snap.templates
+            for state in ("rendered", "waiting", "error")
+        ],
+    )
+    per_template(
+        "template_last_rendered_timestamp_seconds",
+        "gauge",
+        "When the file was last written or found current (Unix time).",
+        lambda t: t.last_rendered,
+    )
+    per_template("template_renders_total", "counter", "Files written.", lambda t: t.renders)
+    per_template(
+        "template_errors_total", "counter", "Renders or writes that failed.", lambda t: t.errors
+    )
+    per_template(
+        "command_runs_total", "counter", "Commands run after a write.", lambda t: t.command_runs
+    )
+    per_template(
+        "command_failures_total",
+        "counter",
+        "Commands that failed or ran past command_timeout.",
+        lambda t: t.command_failures,
+    )
+    per_template(
+        "command_seconds_total",
+        "counter",
+        "Seconds spent running commands.",
+        lambda t: t.command_seconds,
+    )
+    return "\n".join(lines) + "\n"
+
+
+class StatusServer:
+    """Serves :func:`health` and :func:`metrics` of ``snapshot()`` on ``address``."""
+
+    def __init__(self, address: str, snapshot: Callable[[], Snapshot]) -> None:
+        self.address = address
+        self._snapshot = snapshot
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        host, _, port = self.address.rpartition(":")
+        try:
+            self._server = await asyncio.start_server(
+                self._serve, host.strip("[]"), int(port), reuse_address=True
+            )
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ConfigError(
+                f"status_address {self.address}: cannot listen: {reason}; "
+                "choose a free port (or stop what uses it) with status_address or -status-addr"
+            ) from None
+        log.info("(status) serving /health and /metrics on http://%s", self.address)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT)
+            status, ctype, body = self._answer(head[:_MAX_HEAD])
+        except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, TimeoutError):
+            status, ctype, body = "400 Bad Request", "text/plain", b"bad request\n"
+            head = b""
+        except Exception:  # a bug must not take the daemon down; say so to the client
+            log.debug("(status) error while answering", exc_info=True)
+            status, ctype, body = "500 Internal Server Error", "text/plain", b"internal error\n"
+            head = b""
+        send_body = not head.startswith(b"HEAD ")
+        writer.write(
+            f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + (body if send_body else b"")
+        )
+        with contextlib.suppress(OSError):
+            await writer.drain()
+        writer.close()
+
+    def _answer(self, head: bytes) -> tuple[str, str, bytes]:
+        method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
+        path = rest.split(" ", 1)[0].split("?", 1)[0]
+        if method not in ("GET", "HEAD"):
+            return "405 Method Not Allowed", "text/plain", b"only GET and HEAD\n"
+        if path == "/health":
+            snap = self._snapshot()
+            body = json.dumps(health(snap), indent=2).encode() + b"\n"
+            status = "200 OK" if snap.healthy else "503 Service Unavailable"
+            return status, "application/json", body
+        if path == "/metrics":
+            text = metrics(self._snapshot())
+            return "200 OK", "text/plain; version=0.0.4; charset=utf-8", text.encode()
+        return "404 Not Found", "text/plain", b"not found; try /health or /metrics\n"

@@ -1,0 +1,89 @@
+"""The /health document and the /metrics page built from a snapshot (no server needed)."""
+
+from __future__ import annotations
+
+from ctemplate.status import ConsulState, Snapshot, TemplateState, health, metrics
+
+
+def _snapshot(*templates: TemplateState, reachable: bool = True) -> Snapshot:
+    consul = ConsulState(
+        address="http://127.0.0.1:8500",
+        reachable=reachable,
+        last_error="" if reachable else "GET /v1/kv/a: cannot reach Consul",
+        requests=7,
+        failed_requests=2,
+        watched_queries=3,
+    )
+    return Snapshot(consul, templates)
+
+
+def test_metrics_escape_label_values_and_print_every_family() -> None:
+    odd = 'out/a "b"\\c\nd'
+    snap = _snapshot(
+        TemplateState(
+            source="t.tmpl",
+            destination=odd,
+            state="error",
+            error="t.tmpl:3: boom",
+            last_rendered=1700000000.5,
+            renders=4,
+            errors=1,
+            command_runs=4,
+            command_failures=1,
+            command_seconds=0.25,
+        )
+    )
+    text = metrics(snap)
+    label = 'destination="out/a \\"b\\"\\\\c\\nd"'
+    samples = [line for line in text.splitlines() if not line.startswith("#")]
+    assert samples == [
+        "ctemplate_up 0",
+        "ctemplate_consul_reachable 1",
+        "ctemplate_consul_requests_total 7",
+        "ctemplate_consul_request_failures_total 2",
+        "ctemplate_watched_queries 3",
+        f'ctemplate_template_state{{{label},state="rendered"}} 0',
+        f'ctemplate_template_state{{{label},state="waiting"}} 0',
+        f'ctemplate_template_state{{{label},state="error"}} 1',
+        f"ctemplate_template_last_rendered_timestamp_seconds{{{label}}} 1700000000.5",
+        f"ctemplate_template_renders_total{{{label}}} 4",
+        f"ctemplate_template_errors_total{{{label}}} 1",
+        f"ctemplate_command_runs_total{{{label}}} 4",
+        f"ctemplate_command_failures_total{{{label}}} 1",
+        f"ctemplate_command_seconds_total{{{label}}} 0.25",
+    ]
+    assert "# TYPE ctemplate_template_renders_total counter" in text
+    assert text.endswith("\n")
+
+
+def test_health_is_ok_only_when_consul_is_reachable_and_every_file_rendered() -> None:
+    done = TemplateState(source="a", destination="a.out", state="rendered", last_rendered=1.0)
+    waiting = TemplateState(
+        source="b", destination="b.out", state="waiting", waiting_for=("kv.block(x)",)
+    )
+    assert health(_snapshot(done))["status"] == "ok"
+    assert health(_snapshot(done, reachable=False))["consul"] == {
+        "address": "http://127.0.0.1:8500",
+        "reachable": False,
+        "error": "GET /v1/kv/a: cannot reach Consul",
+    }
+    doc = health(_snapshot(done, waiting))
+    assert doc["status"] == "degraded"
+    assert doc["templates"] == [
+        {
+            "source": "a",
+            "destination": "a.out",
+            "state": "rendered",
+            "waiting_for": [],
+            "error": None,
+            "last_rendered": 1.0,
+        },
+        {
+            "source": "b",
+            "destination": "b.out",
+            "state": "waiting",
+            "waiting_for": ["kv.block(x)"],
+            "error": None,
+            "last_rendered": None,
+        },
+    ]
