@@ -22,6 +22,10 @@ consul {
 max_stale = "10m"
 log_level = "info"
 
+# /health (200 while every file follows Consul, else 503 saying why) and /metrics (Prometheus),
+# on loopback only: `curl -s 127.0.0.1:9110/health`.
+status_address = "127.0.0.1:9110"
+
 template {
   source      = "/etc/ctemplate/templates/nginx-upstream.conf.j2"
   # Included only from /etc/nginx/sites-available/backend-apps (contrib/nginx-site.conf).

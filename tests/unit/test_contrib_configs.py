@@ -63,6 +63,7 @@ def test_workshop_current_form() -> None:
     )
     assert config.max_stale == 600.0
     assert config.log_level == "info"
+    assert config.status_address == "127.0.0.1:9110"
     (template,) = config.templates
     assert template.source == "/etc/ctemplate/templates/nginx-upstream.conf.j2"
     assert template.destination == "/etc/nginx/ctemplate/backend_apps.conf"
