@@ -18,6 +18,7 @@ __all__ = [
     "CatalogSnippet",
     "HealthCheck",
     "HealthService",
+    "HealthServiceDecoder",
     "KeyPair",
     "LeafCert",
     "Node",
@@ -157,6 +158,47 @@ class HealthService:
                 Passing=int(weights.get("Passing", 1)), Warning=int(weights.get("Warning", 1))
             ),
         )
+
+
+class HealthServiceDecoder:
+    """Decodes the successive answers of one health query, reusing unchanged records.
+
+    Each answer of ``/v1/health/service`` holds every instance again, though a change usually
+    concerns one of them; building 5,000 records costs ~90 ms. The decoder keeps the previous
+    answer's raw entries with their records, found by node name and service ID, and builds a
+    record again only when its raw entry is not equal (``==`` on the decoded JSON, 1-2 us) to
+    the previous one (each answer is a new ``json`` parse, never modified afterwards). A record
+    depends on nothing but its raw entry, so the result is always the records that
+    :meth:`HealthService.from_api` would build, in the answer's order; and
+    :class:`HealthService` records are frozen, so sharing them between answers is safe.
+
+    Raw equality rather than Consul's ``ModifyIndex`` es: the indexes say whether an entry
+    changed only within one Raft history, and an agent that is wiped and seeded again (a dev
+    agent, a restored snapshot) can give a changed entry the same indexes. Consul's JSON has one
+    type per field, so ``1 == 1.0 == True`` cannot hide a change either. The cost is the memory
+    of one decoded answer (~2 KiB per instance), held while the query is watched.
+    """
+
+    __slots__ = ("_previous",)
+
+    def __init__(self) -> None:
+        self._previous: dict[tuple[Any, Any], tuple[Any, HealthService]] = {}
+
+    def decode(self, entries: Any) -> list[HealthService]:
+        previous = self._previous
+        current: dict[tuple[Any, Any], tuple[Any, HealthService]] = {}
+        records = []
+        for entry in entries or ():
+            key = ((entry.get("Node") or {}).get("Node"), (entry.get("Service") or {}).get("ID"))
+            known = previous.get(key)
+            if known is not None and known[0] == entry:
+                record = known[1]
+            else:
+                record = HealthService.from_api(entry)
+            current[key] = (entry, record)
+            records.append(record)
+        self._previous = current  # only once the whole answer was decoded
+        return records
 
 
 @dataclass(frozen=True, slots=True)

@@ -257,7 +257,7 @@ class _Channel:
 def _deliver_decoded(watcher: Watcher, query: Query, data: Any) -> bool:
     """Decode one query's raw answer into the cache; True if the query now has data."""
     key = str(query)
-    value = query.decode(data)
+    value = watcher.decode(key, query, data)
     if value is None and query.block_on_nil:
         if key in watcher.data:  # it existed and was deleted: templates must wait again
             watcher.forget(key)
@@ -486,6 +486,7 @@ class Watcher:
         self.client = client
         self.settings = settings
         self.data: dict[str, Any] = {}
+        self._decoders: dict[str, Callable[[Any], Any]] = {}  # see decode()
         self.changes = 0  # deliveries so far: a loop that delivered waits for the runner
         self.plan = Plan()
         self._wanted: frozenset[str] = frozenset()
@@ -532,6 +533,9 @@ class Watcher:
         for key in list(self.data):
             if key not in wanted:
                 del self.data[key]
+        for key in list(self._decoders):
+            if key not in wanted:
+                del self._decoders[key]
 
     def _apply(self, p: Plan) -> None:
         dedicated = {str(q): q for q in p.dedicated}
@@ -582,6 +586,16 @@ class Watcher:
         except ConsulError as exc:
             self.fail(name, exc)
         return _FAILED
+
+    def decode(self, key: str, query: Query, data: Any) -> Any:
+        """``query.decode(data)``, through one decoder per watched query, which may reuse what it
+        built from the query's previous answer (the records of unchanged service instances)."""
+        if key not in self._wanted:
+            return query.decode(data)
+        decoder = self._decoders.get(key)
+        if decoder is None:
+            decoder = self._decoders[key] = query.decoder()
+        return decoder(data)
 
     def deliver(self, key: str, value: Any) -> bool:
         """Store new data; True if it differs from what templates saw before."""

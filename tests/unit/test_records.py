@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 from datetime import UTC, datetime
+from typing import Any
+
+import pytest
 
 from ctemplate.queries import (
     CatalogNodeQuery,
@@ -24,6 +29,7 @@ from ctemplate.records import (
     Node,
     aggregated_status,
 )
+from ctemplate.watch import Watcher, WatchSettings
 
 
 def _entry(node, addr, sid, *, svc_addr="", status="passing", tags=None, check_id="c"):
@@ -183,3 +189,221 @@ def test_connect_instances_decode_like_service_instances():
     assert HealthConnectQuery(name="web").decode([entry]) == HealthServiceQuery(name="web").decode(
         [entry]
     )
+
+
+# --- reuse of unchanged records between answers (HealthServiceDecoder) -----------------------
+
+
+def _consul_entry(node: str, addr: str, sid: str, port: int, index: int) -> dict:
+    """One ``/v1/health/service`` entry as Consul sends it (Consul 1.8 fields)."""
+    return {
+        "Node": {
+            "ID": "",
+            "Node": node,
+            "Address": addr,
+            "Datacenter": "dc1",
+            "TaggedAddresses": {"lan": addr},
+            "Meta": None,
+            "CreateIndex": index,
+            "ModifyIndex": index,
+        },
+        "Service": {
+            "ID": sid,
+            "Service": "web",
+            "Tags": ["v1"],
+            "Address": "",
+            "Meta": {"zone": "a"},
+            "Port": port,
+            "Weights": {"Passing": 1, "Warning": 1},
+            "EnableTagOverride": False,
+            "Proxy": {"MeshGateway": {}, "Expose": {}},
+            "Connect": {},
+            "CreateIndex": index,
+            "ModifyIndex": index,
+        },
+        "Checks": [
+            {
+                "Node": node,
+                "CheckID": f"{sid}-check",
+                "Name": "http",
+                "Status": "passing",
+                "Notes": "",
+                "Output": "ok",
+                "ServiceID": sid,
+                "ServiceName": "web",
+                "ServiceTags": ["v1"],
+                "Type": "http",
+                "Definition": {},
+                "CreateIndex": index,
+                "ModifyIndex": index,
+            }
+        ],
+    }
+
+
+def _answer() -> list[dict]:
+    """Six instances on three nodes, in no particular order."""
+    entries = [
+        _consul_entry(f"n{i % 3}", f"10.0.0.{i % 3}", f"web-{i}", 8000 + i, 10 + i)
+        for i in (4, 1, 5, 0, 3, 2)
+    ]
+    return json.loads(json.dumps(entries))
+
+
+def _find(entries: list[dict], sid: str) -> dict:
+    return next(e for e in entries if e["Service"]["ID"] == sid)
+
+
+def _check_critical(entries: list[dict]) -> set[str]:
+    check = _find(entries, "web-1")["Checks"][0]
+    check.update(Status="critical", Output="connection refused", ModifyIndex=100)
+    return {"web-1"}
+
+
+def _check_output(entries: list[dict]) -> set[str]:
+    _find(entries, "web-2")["Checks"][0].update(Output="ok (12 ms)", ModifyIndex=100)
+    return {"web-2"}
+
+
+def _node_address(entries: list[dict]) -> set[str]:
+    # Every instance on n1 gets the node's new address; only the node's ModifyIndex moves.
+    for e in entries:
+        if e["Node"]["Node"] == "n1":
+            e["Node"].update(Address="10.9.9.9", TaggedAddresses={"lan": "10.9.9.9"})
+            e["Node"]["ModifyIndex"] = 100
+    return {"web-1", "web-4"}
+
+
+def _node_meta(entries: list[dict]) -> set[str]:
+    for e in entries:
+        if e["Node"]["Node"] == "n2":
+            e["Node"].update(Meta={"rack": "r2"}, ModifyIndex=100)
+    return {"web-2", "web-5"}
+
+
+def _node_check(entries: list[dict]) -> set[str]:
+    # A node check (serfHealth) concerns every service on the node.
+    for e in entries:
+        if e["Node"]["Node"] == "n0":
+            e["Checks"].append(
+                {"Node": "n0", "CheckID": "serfHealth", "Status": "critical", "ModifyIndex": 100}
+            )
+    return {"web-0", "web-3"}
+
+
+def _service_tag(entries: list[dict]) -> set[str]:
+    e = _find(entries, "web-3")
+    e["Service"].update(Tags=["v2", "canary"], ModifyIndex=100)
+    e["Checks"][0]["ServiceTags"] = ["v2", "canary"]
+    return {"web-3"}
+
+
+def _service_port(entries: list[dict]) -> set[str]:
+    _find(entries, "web-5")["Service"].update(Port=9999, ModifyIndex=100)
+    return {"web-5"}
+
+
+def _removed(entries: list[dict]) -> set[str]:
+    entries.remove(_find(entries, "web-4"))
+    return set()
+
+
+def _added(entries: list[dict]) -> set[str]:
+    entries.insert(2, _consul_entry("n1", "10.0.0.1", "web-6", 8006, 100))
+    return {"web-6"}
+
+
+def _same_indexes(entries: list[dict]) -> set[str]:
+    # An agent wiped and seeded again can give a changed entry the indexes it had before.
+    _find(entries, "web-0")["Service"]["Port"] = 7000
+    return {"web-0"}
+
+
+def _reordered(entries: list[dict]) -> set[str]:
+    entries.reverse()
+    return set()
+
+
+CHANGES = [
+    _check_critical,
+    _check_output,
+    _node_address,
+    _node_meta,
+    _node_check,
+    _service_tag,
+    _service_port,
+    _removed,
+    _added,
+    _same_indexes,
+    _reordered,
+]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize(
+    "query",
+    [
+        HealthServiceQuery(name="web", filters=("any",)),
+        HealthServiceQuery(name="web"),  # passing only: a failing check drops the instance
+        HealthServiceQuery(name="web", near="_agent", filters=("any",)),  # Consul's order
+        HealthConnectQuery(name="web", filters=("any",)),
+    ],
+    ids=str,
+)
+def test_decoder_reuses_unchanged_records_and_equals_a_fresh_decode(query, change):
+    decode = query.decoder()
+    before = _answer()
+    first = decode(before)
+    assert first == query.decode(before)
+    after = _answer()  # a new answer: new JSON, as each blocking query returns
+    changed = change(after)
+    second = decode(after)
+    fresh = query.decode(after)
+    assert second == fresh
+    assert [repr(r) for r in second] == [repr(r) for r in fresh]  # field by field, in order
+    old = {r.ID: r for r in first}
+    for record in second:
+        if record.ID in changed:
+            assert record is not old.get(record.ID)
+        else:
+            assert record is old[record.ID], f"{record.ID} was built again"
+    # The next answer is compared with this one, not with the first.
+    third = decode(json.loads(json.dumps(after)))
+    assert third == fresh
+    assert all(a is b for a, b in zip(third, second, strict=True))
+
+
+def test_decoder_keeps_the_previous_answer_when_an_answer_cannot_be_decoded():
+    query = HealthServiceQuery(name="web", filters=("any",))
+    decode = query.decoder()
+    first = decode(_answer())
+    bad = _answer()
+    bad.insert(3, "not an entry")
+    with pytest.raises(AttributeError):
+        decode(bad)
+    again = decode(_answer())
+    assert all(a is b for a, b in zip(again, first, strict=True))
+    assert decode(None) == () and decode([]) == ()
+
+
+async def test_watcher_decodes_each_watched_query_with_its_own_decoder():
+    class SilentClient:  # long polls that never answer: the test feeds decode() itself
+        async def get(self, *_args: Any, **_kwargs: Any) -> Any:
+            await asyncio.Event().wait()
+
+    watcher = Watcher(SilentClient(), WatchSettings(), lambda _k: None, lambda _k, _e: None)
+    web, db = HealthServiceQuery(name="web"), HealthServiceQuery(name="db")
+    try:
+        watcher.sync({str(web): web, str(db): db})
+        first = watcher.decode(str(web), web, _answer())
+        again = watcher.decode(str(web), web, _answer())
+        assert all(a is b for a, b in zip(again, first, strict=True))
+        other = watcher.decode(str(db), db, _answer())  # another query: its own decoder
+        assert other == first and not any(a is b for a, b in zip(other, first, strict=True))
+        watcher.sync({str(db): db})  # web is no longer watched: its decoder is dropped
+        assert watcher.decode(str(web), web, _answer()) == first
+        watcher.sync({str(web): web, str(db): db})
+        fresh = watcher.decode(str(web), web, _answer())
+        assert fresh == first and not any(a is b for a, b in zip(fresh, first, strict=True))
+    finally:
+        await watcher.stop()
