@@ -8,6 +8,7 @@ logged once when it starts and once when it ends, not once per request.
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import time
@@ -137,10 +138,18 @@ class ConsulClient:
         read = wait + wait / 16 + 10.0 if index > 0 else 30.0
         timeout = httpx.Timeout(10.0, read=read, pool=None)
         self.requests += 1
+        request = self._http.build_request(
+            "GET", path, params=q, timeout=timeout, extensions=self._extensions
+        )
         try:
-            resp = await self._http.get(
-                path, params=q, timeout=timeout, extensions=self._extensions
-            )
+            # Streamed into a local buffer: a read response holds its body in a reference cycle
+            # (response <-> stream), so a large answer (megabytes for thousands of instances)
+            # would stay in memory until the garbage collector ran.
+            resp = await self._http.send(request, stream=True)
+            try:
+                body = b"".join([chunk async for chunk in resp.aiter_bytes()])
+            finally:
+                await resp.aclose()
         except httpx.HTTPError as exc:
             reason = str(exc) or type(exc).__name__
             if isinstance(exc, httpx.ReadTimeout):
@@ -161,8 +170,8 @@ class ConsulClient:
         if resp.status_code == 404 and path.startswith("/v1/kv/"):
             data: Any = None
         elif resp.status_code != 200:
-            body = resp.text.strip().splitlines()
-            first = body[0][:200] if body else ""
+            lines = body.decode("utf-8", "replace").strip().splitlines()
+            first = lines[0][:200] if lines else ""
             transient = resp.status_code >= 500 or resp.status_code == 429
             err = ConsulError(
                 f"GET {path}: Consul answered {resp.status_code}"
@@ -178,7 +187,7 @@ class ConsulClient:
             raise err
         else:
             try:
-                data = resp.json()
+                data = json.loads(body)
             except ValueError as exc:
                 err = ConsulError(f"GET {path}: Consul sent a body that is not JSON")
                 self._note_failure(err)
