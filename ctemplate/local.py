@@ -26,6 +26,7 @@ from .errors import TemplateError
 __all__ = [
     "PLUGIN_TIMEOUT",
     "SandboxError",
+    "allow_plugins",
     "check_sandbox",
     "env",
     "env_or_default",
@@ -243,9 +244,11 @@ def go_time_format(t: datetime, layout: str) -> str:
 # --- external programs and files --------------------------------------------------------------
 
 
-# Plugins still running, so that a stopping daemon need not wait for them (stop_plugins).
+# Plugins still running, so that a stopping daemon need not wait for them (stop_plugins), and
+# whether new ones may start (not while stopping).
 _running: set[subprocess.Popen[bytes]] = set()
 _running_lock = threading.Lock()
+_stopping = False
 
 
 def plugin(command: Any, *args: Any, timeout: float = PLUGIN_TIMEOUT) -> str:
@@ -259,19 +262,21 @@ def plugin(command: Any, *args: Any, timeout: float = PLUGIN_TIMEOUT) -> str:
         return ""
     argv = [name, *(a for a in (str(x).strip() for x in args) if a)]
     what = call("plugin", name)
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise TemplateError(
-            f"{what}: cannot run it: {exc.strerror}; give a path or a program on PATH"
-        ) from None
     with _running_lock:
+        if _stopping:
+            raise TemplateError(f"{what}: not run, ctemplate is stopping")
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise TemplateError(
+                f"{what}: cannot run it: {exc.strerror}; give a path or a program on PATH"
+            ) from None
         _running.add(proc)
     try:
         out, err_bytes = proc.communicate(timeout=timeout)
@@ -301,11 +306,21 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def stop_plugins() -> None:
-    """Kill every running plugin with its process group (the daemon is stopping)."""
+    """The daemon is stopping: kill every running plugin with its process group, and refuse to
+    start new ones (a template still executing would otherwise start its next one)."""
+    global _stopping
     with _running_lock:
+        _stopping = True
         running = list(_running)
     for proc in running:
         _kill_group(proc)
+
+
+def allow_plugins() -> None:
+    """Plugins may run (again): a runner starting."""
+    global _stopping
+    with _running_lock:
+        _stopping = False
 
 
 def _perms(value: Any) -> int | None:

@@ -209,6 +209,7 @@ class Runner:
         config = self.config
         self._event_loop = asyncio.get_running_loop()
         self._units = self._load_units(config)
+        local.allow_plugins()
         await self._start_status(config)
         self._install_signals()
         self._write_pid_file()

@@ -113,14 +113,15 @@ def test_failing_templates_do_not_stop_the_others(consul, unique, tmp_path):
 def test_slow_plugin_holds_up_neither_other_templates_nor_a_stop(consul, unique, tmp_path):
     """Promise: a template whose plugin is slow does not hold up the other templates (they
     follow Consul as usual), and a stop does not wait for it: the plugin is killed with its
-    process group and the daemon exits at once, leaving no stray process."""
+    process group, the template's next plugin is not started, and the daemon exits at once,
+    leaving no stray process."""
     key = f"{unique}/n"
     consul.put_kv(key, "1")
     pids = tmp_path / "pids"
     script = tmp_path / "slow-plugin"
     script.write_text(f"echo $$ >> {pids}\nsleep 300 &\necho $! >> {pids}\nwait\n")
     slow, fast = tmp_path / "slow.tmpl", tmp_path / "fast.tmpl"
-    slow.write_text(f'{{{{ plugin("sh", "{script}") }}}}\n')
+    slow.write_text(f'{{{{ plugin("sh", "{script}") }}}}\n{{{{ plugin("sh", "{script}") }}}}\n')
     fast.write_text(f'n={{{{ key("{key}") }}}}\n')
     config = tmp_path / "ct.hcl"
     config.write_text(
@@ -142,6 +143,7 @@ def test_slow_plugin_holds_up_neither_other_templates_nor_a_stop(consul, unique,
         took = time.monotonic() - stopping
         log = ct.log()
     assert took < 3, log
+    assert len(pids.read_text().split()) == 2, "the second plugin started during the stop"
     wait_for(lambda: not _group_alive(started[0]), timeout=5, what="plugin group gone", log=log)
     assert not (tmp_path / "slow.out").exists()
     assert "Traceback" not in log

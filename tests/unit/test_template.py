@@ -402,3 +402,20 @@ def test_bad_template_options_from_hcl(tmp_path):
         f"{config}: template[1].function_denylist: expected a list of function names such as "
         '["plugin", "file"], got a number'
     )
+
+
+def test_no_plugin_starts_while_the_daemon_stops(tmp_path):
+    """After stop_plugins() (the runner stopping) a template's next plugin is refused with a
+    clear error instead of being started and waited for; allow_plugins() (a runner starting)
+    lets them run again."""
+    from ctemplate import local
+
+    t = _load('{{ plugin("echo", "x") }}', tmp_path)
+    local.stop_plugins()
+    try:
+        assert str(t.execute({}).error) == (
+            f'{tmp_path}/t.tmpl:1: plugin("echo"): not run, ctemplate is stopping'
+        )
+    finally:
+        local.allow_plugins()
+    assert t.execute({}).text == "x"
