@@ -27,6 +27,16 @@ def _health(addr: str) -> tuple[int, dict]:
     return code, json.loads(body)
 
 
+def _health_code(addr: str) -> int | None:
+    """/health's status code, or None while nothing listens there."""
+    try:
+        return _get(addr, "/health")[0]
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ConnectionRefusedError):
+            return None
+        raise
+
+
 def _metric_lines(addr: str) -> set[str]:
     code, body = _get(addr, "/metrics")
     assert code == 200, body
@@ -136,3 +146,33 @@ def test_status_address_in_use_is_a_clear_error(consul, tmp_path: Path):
         "use; choose a free port (or stop what uses it) with status_address or -status-addr"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_reload_moves_the_status_endpoint(consul, unique, tmp_path: Path):
+    """SIGHUP with a new status_address serves /health there and stops serving the old one;
+    the files keep following Consul."""
+    import signal
+
+    key = f"{unique}/x"
+    consul.put_kv(key, "1")
+    src, out = tmp_path / "t.tmpl", tmp_path / "t.out"
+    src.write_text(f'x={{{{ key("{key}") }}}}\n')
+    config = tmp_path / "ct.hcl"
+    old, new = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+
+    def write_config(addr: str) -> None:
+        config.write_text(
+            f'consul {{\n  address = "{consul.http_addr}"\n}}\nstatus_address = "{addr}"\n'
+            f'template {{\n  source = "{src}"\n  destination = "{out}"\n}}\n'
+        )
+
+    write_config(old)
+    with Daemon(["-config", str(config)]) as ct:
+        wait_for(lambda: _health_code(old) == 200, what="health on the first address", log=ct.log())
+        write_config(new)
+        ct.signal(signal.SIGHUP)
+        wait_for(lambda: "serving /health and /metrics on http://" + new in ct.log(), log=ct.log())
+        wait_for(lambda: _health_code(new) == 200, what="health on the new address", log=ct.log())
+        assert _health_code(old) is None, f"{old} still answers after the reload"
+        consul.put_kv(key, "2")
+        wait_for(lambda: read(out) == "x=2\n", what="render after the reload", log=ct.log())
