@@ -17,6 +17,7 @@ import pwd
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -278,13 +279,29 @@ def plugin(command: Any, *args: Any, timeout: float = PLUGIN_TIMEOUT) -> str:
                 f"{what}: cannot run it: {exc.strerror}; give a path or a program on PATH"
             ) from None
         _running.add(proc)
+    deadline = time.monotonic() + timeout
     try:
-        out, err_bytes = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        proc.communicate()
-        raise TemplateError(f"{what}: did not finish in {timeout:g}s and was killed") from None
+        # In short slices: a stop must be noticed even when a descendant that left the process
+        # group keeps the pipes open after the group was killed.
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            try:
+                out, err_bytes = proc.communicate(timeout=min(0.5, left))
+                break
+            except subprocess.TimeoutExpired:
+                if _stopping:
+                    reason = "killed: ctemplate is stopping"
+                elif time.monotonic() >= deadline:
+                    reason = f"did not finish in {timeout:g}s and was killed"
+                else:
+                    continue
+                _kill_group(proc)
+                proc.wait()  # not communicate(): an escaped descendant may hold the pipes open
+                raise TemplateError(f"{what}: {reason}") from None
     finally:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
         with _running_lock:
             _running.discard(proc)
     if proc.returncode != 0:

@@ -11,7 +11,9 @@ set flags; this loop owns reload and shutdown.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import os
 import shlex
@@ -45,6 +47,7 @@ _WAITING_ENV = "CTEMPLATE_WAITING_WARN"
 # Templates execute in worker threads. One still running after this long (a slow plugin) stops
 # holding up the pass: the others are written, and its result is taken when it is ready.
 _EXECUTION_BUDGET = 0.2  # seconds
+_ABSENT = object()
 
 
 def _waiting_delays(environ: Mapping[str, str]) -> tuple[float, float]:
@@ -78,6 +81,8 @@ class _Unit:
     waiting_since: float | None = None
     warned_at: float = 0.0
     running: asyncio.Future[Execution] | None = None  # an execution not yet taken
+    running_on: Mapping[str, Any] = field(default_factory=dict)  # the data it runs against
+    discard: bool = False  # the running execution is of a template replaced since
     # For /health and /metrics (status_address).
     last_rendered: float | None = None  # Unix time of the last complete render
     renders: int = 0
@@ -136,6 +141,11 @@ class Runner:
         self._file_watch_stop: asyncio.Event | None = None
         self._stopping = asyncio.Event()  # set by a stop signal: interrupts running commands
         self._status: status.StatusServer | None = None
+        # Executions get their own threads: a slow plugin must not hold up file writes and
+        # file() polls, which use the loop's default executor.
+        self._executions = concurrent.futures.ThreadPoolExecutor(
+            max_workers=64, thread_name_prefix="ctemplate-execute"
+        )
         self._waiting_first, self._waiting_every = _waiting_delays(os.environ)
 
     # --- set-up ---------------------------------------------------------------------------
@@ -230,6 +240,7 @@ class Runner:
                 if unit.timer:
                     unit.timer.cancel()
             local.stop_plugins()  # executions still running finish at once
+            self._executions.shutdown(wait=False, cancel_futures=True)
             await self._stop_consul()
             self._remove_signals()
             self._remove_pid_file()
@@ -276,20 +287,23 @@ class Runner:
         watcher = self._watcher
         changed, self._changed = self._changed, set()
         snapshot: dict[str, Any] | None = None  # the data as this pass found it
+        started: list[asyncio.Future[Execution]] = []
         for unit in self._units:
             if not (unit.dirty or unit.due or not changed.isdisjoint(unit.queries)):
                 continue
-            if unit.running is not None:  # still executing: run it again once that is taken
-                unit.dirty = True
+            if unit.running is not None:  # still executing: checked when it is taken
                 continue
             unit.dirty = False
             if snapshot is None:
                 snapshot = dict(watcher.data)
-            unit.running = asyncio.ensure_future(asyncio.to_thread(unit.compiled.execute, snapshot))
-        running = [u.running for u in self._units if u.running and not u.running.done()]
-        if running:
-            await asyncio.wait(running, timeout=_EXECUTION_BUDGET)
-            for task in running:
+            unit.running_on = snapshot
+            unit.running = asyncio.get_running_loop().run_in_executor(
+                self._executions, contextvars.copy_context().run, unit.compiled.execute, snapshot
+            )
+            started.append(unit.running)
+        if started:
+            await asyncio.wait(started, timeout=_EXECUTION_BUDGET)
+            for task in started:
                 if not task.done():  # the next pass takes it
                     task.add_done_callback(lambda _task: self._wake.set())
         commands: list[tuple[str | tuple[str, ...], _Unit]] = []
@@ -299,6 +313,17 @@ class Runner:
                 continue
             execution = unit.running.result()
             unit.running = None
+            seen, unit.running_on = unit.running_on, {}
+            if unit.discard:  # of the template before a reload or an edit: run the new one
+                unit.discard = False
+                unit.dirty = True
+                self._wake.set()
+                continue
+            # Data that arrived while it ran (values are replaced, never changed in place).
+            if any(
+                watcher.data.get(k, _ABSENT) is not seen.get(k, _ABSENT) for k in execution.used
+            ):
+                unit.dirty = True
             if unit.dirty:
                 self._wake.set()
             unit.queries = execution.used
@@ -546,12 +571,20 @@ class Runner:
         if (config.consul, _watch_settings(config)) != (old.consul, _watch_settings(old)):
             await self._stop_consul()
             self._start_consul(config)
+        # Executions still running keep their unit's place: one at a time per destination.
+        running = {u.config.destination: u for u in self._units if u.running is not None}
+        for unit in units:
+            prev = running.get(unit.config.destination)
+            if prev is not None:
+                unit.running, unit.running_on, unit.discard = prev.running, prev.running_on, True
         self._units = units
         self._restart_file_watch()
         if config.pid_file != old.pid_file:
             self._remove_pid_file(old.pid_file)
             self._write_pid_file()
-        if config.status_address != old.status_address:
+        if config.status_address != old.status_address or (
+            config.status_address and self._status is None
+        ):
             if self._status:
                 await self._status.stop()
             try:
@@ -573,6 +606,7 @@ class Runner:
                 continue
             log.info("(runner) %s: template changed, rendering again", src)
             unit.dirty = True
+            unit.discard = unit.running is not None  # the old template's result is not written
 
     def _restart_file_watch(self) -> None:
         if self._file_watch_stop:

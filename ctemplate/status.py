@@ -33,7 +33,7 @@ __all__ = ["ConsulState", "Snapshot", "StatusServer", "TemplateState", "health",
 
 log = logging.getLogger(__name__)
 
-_READ_TIMEOUT = 5.0  # seconds for a client to send its request head
+_READ_TIMEOUT = 5.0  # seconds for a client to send its request head, and to take the answer
 _MAX_HEAD = 8192
 
 
@@ -190,6 +190,7 @@ class StatusServer:
         self.address = address
         self._snapshot = snapshot
         self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         host, _, port = self.address.rpartition(":")
@@ -208,11 +209,20 @@ class StatusServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            for writer in list(self._clients):  # a slow client must not hold up a stop
+                writer.transport.abort()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
+        try:
+            await self._answer_one(reader, writer)
+        finally:
+            self._clients.discard(writer)
+
+    async def _answer_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT)
             status, ctype, body = self._answer(head[:_MAX_HEAD])
@@ -229,8 +239,11 @@ class StatusServer:
             "Connection: close\r\n\r\n".encode()
             + (body if send_body else b"")
         )
-        with contextlib.suppress(OSError):
-            await writer.drain()
+        try:
+            await asyncio.wait_for(writer.drain(), _READ_TIMEOUT)
+        except (OSError, TimeoutError):
+            writer.transport.abort()  # a client that does not read its answer
+            return
         writer.close()
 
     def _answer(self, head: bytes) -> tuple[str, str, bytes]:

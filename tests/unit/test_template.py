@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+
 import pytest
 
 from ctemplate.config import Config, TemplateConfig, load_config_file
@@ -419,3 +423,42 @@ def test_no_plugin_starts_while_the_daemon_stops(tmp_path):
     finally:
         local.allow_plugins()
     assert t.execute({}).text == "x"
+
+
+def test_plugin_timeout_holds_even_when_a_descendant_keeps_its_output_open(tmp_path):
+    """A plugin that leaves a process in another session holding its stdout is still given up
+    at its timeout (and at a stop), not when that process exits."""
+    import threading
+    import time
+
+    from ctemplate import local
+
+    escaped = tmp_path / "escaped.pid"
+    script = tmp_path / "plug.sh"
+    script.write_text(f"setsid sleep 30 &\necho $! >> {escaped}\necho hi\nsleep 30\n")
+    try:
+        started = time.monotonic()
+        with pytest.raises(TemplateError, match=r"did not finish in 1s and was killed"):
+            local.plugin("sh", str(script), timeout=1)
+        assert time.monotonic() - started < 3
+
+        errors: list[TemplateError] = []
+
+        def run() -> None:
+            try:
+                local.plugin("sh", str(script))
+            except TemplateError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(0.5)
+        local.stop_plugins()
+        thread.join(3)
+        assert not thread.is_alive()
+        assert [str(e) for e in errors] == ['plugin("sh"): killed: ctemplate is stopping']
+    finally:
+        local.allow_plugins()
+        for pid in escaped.read_text().split() if escaped.exists() else ():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
