@@ -571,12 +571,14 @@ class Runner:
         if (config.consul, _watch_settings(config)) != (old.consul, _watch_settings(old)):
             await self._stop_consul()
             self._start_consul(config)
-        # Executions still running keep their unit's place: one at a time per destination.
+        # Executions still running keep their unit's place (one at a time per destination) and
+        # its queries stay watched until the new template runs.
         running = {u.config.destination: u for u in self._units if u.running is not None}
         for unit in units:
             prev = running.get(unit.config.destination)
             if prev is not None:
                 unit.running, unit.running_on, unit.discard = prev.running, prev.running_on, True
+                unit.queries = prev.queries
         self._units = units
         self._restart_file_watch()
         if config.pid_file != old.pid_file:
