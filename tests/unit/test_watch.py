@@ -1,0 +1,139 @@
+"""The KV-prefix watch: one recursive answer handed to many KV queries."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from ctemplate.consul import ConsulResponse
+from ctemplate.queries import KVGetQuery, KVListQuery, Query
+from ctemplate.watch import Watcher, WatchSettings, _KVPrefix
+
+
+class SilentClient:  # long polls that never answer: the tests hand the prefix its answers
+    async def get(self, *_args: Any, **_kwargs: Any) -> Any:
+        await asyncio.Event().wait()
+
+
+def _entry(key: str, value: str, index: int = 5) -> dict[str, Any]:
+    return {
+        "LockIndex": 0,
+        "Key": key,
+        "Flags": 0,
+        "Value": base64.b64encode(value.encode()).decode(),
+        "CreateIndex": index,
+        "ModifyIndex": index,
+    }
+
+
+A = KVGetQuery(key="app/a", block=True)
+B = KVGetQuery(key="app/b", block=True)
+C = KVGetQuery(key="app/c")  # keyOrDefault: absence is an answer
+LIST = KVListQuery(prefix="app/l/")
+
+
+@pytest.fixture
+async def setup() -> AsyncIterator[tuple[Watcher, _KVPrefix, list[str]]]:
+    changed: list[str] = []
+    # One connection: the four queries are served by one recursive read of "app/".
+    watcher = Watcher(
+        SilentClient(), WatchSettings(max_connections=1), changed.append, lambda _k, _e: None
+    )
+    queries: dict[str, Query] = {str(q): q for q in (A, B, C, LIST)}
+    watcher.sync(queries)
+    [(members, prefix)] = watcher._kv.values()
+    assert set(members) == set(queries.values())
+    try:
+        yield watcher, prefix, changed
+    finally:
+        await watcher.stop()
+
+
+def _answer(prefix: _KVPrefix, entries: list[dict[str, Any]]) -> bool:
+    # A fresh copy, as every answer is a new parse of Consul's JSON.
+    return prefix._answer(ConsulResponse([dict(e) for e in entries], 1, 0.0, True))
+
+
+def _values(watcher: Watcher) -> dict[str, Any]:
+    return {
+        k: (v if isinstance(v, str | None) else [p.Value for p in v])
+        for k, v in watcher.data.items()
+    }
+
+
+async def test_only_changed_keys_are_delivered(setup):
+    watcher, prefix, changed = setup
+    first = [_entry("app/a", "1"), _entry("app/b", "2"), _entry("app/l/x", "3")]
+    assert _answer(prefix, first) is True
+    assert sorted(changed) == sorted(str(q) for q in (A, B, C, LIST))
+    assert _values(watcher) == {str(A): "1", str(B): "2", str(C): None, str(LIST): ["3"]}
+
+    changed.clear()
+    second = [_entry("app/a", "1"), _entry("app/b", "2b", 9), _entry("app/l/x", "3")]
+    assert _answer(prefix, second) is True
+    assert changed == [str(B)]
+    assert watcher.data[str(B)] == "2b"
+
+    changed.clear()
+    assert _answer(prefix, second) is True  # a new index, the same data
+    assert changed == []
+
+    # A key appears under a list's prefix; c comes to exist.
+    changed.clear()
+    third = [*second, _entry("app/c", "4"), _entry("app/l/y", "5")]
+    assert _answer(prefix, third) is True
+    assert sorted(changed) == sorted([str(C), str(LIST)])
+    assert _values(watcher) == {str(A): "1", str(B): "2b", str(C): "4", str(LIST): ["3", "5"]}
+
+
+async def test_unchanged_members_are_not_decoded_again(setup, monkeypatch):
+    watcher, prefix, _changed = setup
+    entries = [_entry("app/a", "1"), _entry("app/b", "2"), _entry("app/l/x", "3")]
+    _answer(prefix, entries)
+    decoded: list[str] = []
+    real = watcher.decode
+
+    def decode(key: str, query: Query, data: Any) -> Any:
+        decoded.append(key)
+        return real(key, query, data)
+
+    monkeypatch.setattr(watcher, "decode", decode)
+    entries[1] = _entry("app/b", "2b", 9)
+    _answer(prefix, entries)
+    assert decoded == [str(B)]
+
+
+async def test_a_deleted_key_is_waited_for_and_delivered_when_it_comes_back(setup):
+    watcher, prefix, changed = setup
+    entries = [_entry("app/a", "1"), _entry("app/b", "2")]
+    assert _answer(prefix, entries) is True
+    changed.clear()
+    # b is deleted: key() waits for it again, and the answer is no longer complete.
+    assert _answer(prefix, entries[:1]) is False
+    assert changed == [str(B)] and str(B) not in watcher.data
+    changed.clear()
+    assert _answer(prefix, entries[:1]) is False  # still missing: nothing to deliver
+    assert changed == []
+    # It comes back exactly as it was (an agent wiped and seeded again reuses indexes).
+    assert _answer(prefix, entries) is True
+    assert changed == [str(B)] and watcher.data[str(B)] == "2"
+
+
+async def test_an_answer_that_fails_half_way_is_not_remembered_as_delivered(setup):
+    watcher, prefix, changed = setup
+    good = [_entry("app/a", "1"), _entry("app/b", "2")]
+    _answer(prefix, good)
+    # a (a member before b) gets a new value, then b cannot be decoded.
+    bad = [_entry("app/a", "new", 9), dict(_entry("app/b", "2"), Value="x")]
+    with pytest.raises(ValueError):
+        _answer(prefix, bad)
+    assert watcher.data[str(A)] == "new" and watcher.data[str(B)] == "2"
+    changed.clear()
+    # The next answer is the first one again: a must go back to "1".
+    assert _answer(prefix, good) is True
+    assert changed == [str(A)]
+    assert watcher.data[str(A)] == "1" and watcher.data[str(B)] == "2"
