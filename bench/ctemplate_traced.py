@@ -35,7 +35,9 @@ def _kv_value(data: Any) -> str:
 
 
 def install() -> None:
-    from ctemplate import consul, runner, watch
+    from ctemplate import runner
+    from ctemplate.consul import client as consul
+    from ctemplate.consul import watch
 
     get = consul.ConsulClient.get
 

@@ -20,7 +20,7 @@ what the raw client does for the same change:
 Also the agent's own time to produce each answer (GET, gzip as httpx asks for it, body
 read) and the answer's size on the wire and decoded.
 
-This imports engine internals (``ctemplate.watch._KVPrefix`` and friends) to call them as the
+This imports engine internals (``ctemplate.consul.watch._KVPrefix`` and friends) to call them as the
 daemon does; it changes nothing in them.
 
     .venv/bin/python bench/stages.py
@@ -63,13 +63,13 @@ def fetch(http: httpx.Client, path: str, params: dict[str, str]) -> tuple[bytes,
 
 def engine() -> tuple[Any, Any]:
     from ctemplate.config import Config, TemplateConfig
-    from ctemplate.template import TemplateEngine
+    from ctemplate.language.jinja import TemplateEngine
 
     def compile_template(text: str) -> Any:
         tc = TemplateConfig(destination="/dev/null", contents=text, origin="stages")
         return TemplateEngine(Config()).load(tc)
 
-    from ctemplate.watch import Watcher, WatchSettings
+    from ctemplate.consul.watch import Watcher, WatchSettings
 
     def watcher(keys: list[str]) -> Any:
         w = Watcher(None, WatchSettings(), lambda _k: None, lambda _k, _e: None)  # type: ignore[arg-type]
@@ -85,9 +85,9 @@ Row = tuple[str, float, str]  # stage, seconds, side
 def keys_stages(agent: Any, repeat: int) -> list[Row]:
     from raw_multi import _kv_value
 
-    from ctemplate.consul import ConsulResponse
-    from ctemplate.queries import parse_key
-    from ctemplate.watch import _KVPrefix
+    from ctemplate.consul.client import ConsulResponse
+    from ctemplate.consul.queries import parse_key
+    from ctemplate.consul.watch import _KVPrefix
 
     sc = Keys()
     sc.seed(agent)
@@ -163,8 +163,8 @@ def keys_stages(agent: Any, repeat: int) -> list[Row]:
 def services_stages(agent: Any, repeat: int) -> list[Row]:
     from raw_multi import _instances
 
-    from ctemplate.queries import CatalogServicesQuery, HealthServiceQuery
-    from ctemplate.watch import _check_summary, _checks_changed
+    from ctemplate.consul.queries import CatalogServicesQuery, HealthServiceQuery
+    from ctemplate.consul.watch import _check_summary, _checks_changed
 
     sc = Services()
     sc.seed(agent)
@@ -268,7 +268,7 @@ def instances_stages(agent: Any, repeat: int) -> list[Row]:
 
     from raw_multi import _instances
 
-    from ctemplate.queries import HealthServiceQuery
+    from ctemplate.consul.queries import HealthServiceQuery
 
     sc = Instances()
     sc.seed(agent)

@@ -427,7 +427,7 @@ class Demo:
             time.sleep(0.02)
 
     def check_alive(self) -> None:
-        if self.ctemplate is not None and self.ctemplate.poll() is not None:
+        if self.ctemplate is not None and self.ctemplate.consul.poll() is not None:
             raise DemoError(
                 f"ctemplate exited with status {self.ctemplate.returncode}:\n"
                 + self.ctemplate_tail()

@@ -72,7 +72,7 @@ def _error(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from . import __version__
-    from .flags import parse_flags, usage
+    from .config.flags import parse_flags, usage
 
     args = sys.argv[1:] if argv is None else argv
     try:

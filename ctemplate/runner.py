@@ -23,15 +23,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import guards, local, status
-from .command import describe, run_command
+from . import status
 from .config import Config, TemplateConfig, WaitConfig, parse_duration
-from .consul import ConsulClient, base_url
+from .consul.client import ConsulClient, base_url
+from .consul.queries import Query
+from .consul.watch import Watcher, WatchSettings
 from .errors import CommandError, ConfigError, ConsulError, CtemplateError, RenderError
-from .queries import Query
-from .render import render
-from .template import CompiledTemplate, Execution, TemplateEngine
-from .watch import Watcher, WatchSettings
+from .language import local
+from .language.jinja import CompiledTemplate, Execution, TemplateEngine
+from .output.command import describe, run_command
+from .output.write import render
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "Runner", "run"]
 
@@ -63,7 +64,6 @@ def _waiting_delays(environ: Mapping[str, str]) -> tuple[float, float]:
 
 def _engine(config: Config) -> TemplateEngine:
     engine = TemplateEngine(config)
-    guards.install(engine.env)  # require() and abort()
     return engine
 
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from ctemplate.command import run_command
 from ctemplate.errors import CommandError
+from ctemplate.output.command import run_command
 
 
 async def test_shell_string_and_argv():

@@ -26,8 +26,8 @@ from ctemplate.config import (
     parse_signal,
     parse_wait,
 )
+from ctemplate.config.flags import parse_flags
 from ctemplate.errors import ConfigError
-from ctemplate.flags import parse_flags
 
 WORKSHOP = """\
 consul = "127.0.0.1:8500"

@@ -9,9 +9,10 @@ import jinja2
 import pytest
 
 from ctemplate.config import Config, load_config
+from ctemplate.config.flags import parse_flags, usage
 from ctemplate.errors import ConfigError
-from ctemplate.flags import parse_flags, usage
-from ctemplate.guards import GuardError, abort, install, require
+from ctemplate.language.guards import GuardError, abort, require
+from ctemplate.language.jinja import FILTERS, GLOBALS
 from ctemplate.runner import _waiting_delays, _watch_settings
 
 
@@ -190,7 +191,8 @@ def test_waiting_delays_error() -> None:
 
 def render(text: str) -> str:
     env = jinja2.Environment()
-    install(env)
+    env.globals.update(GLOBALS)
+    env.filters.update(FILTERS)
     return env.from_string(text).render(web=["a", "b"], empty=[], name="x")
 
 

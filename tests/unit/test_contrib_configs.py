@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ctemplate.config import Config, load_config
-from ctemplate.flags import parse_flags
+from ctemplate.config.flags import parse_flags
 
 CONTRIB = Path(__file__).resolve().parents[2] / "contrib"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ctemplate.config import TemplateConfig, WaitConfig
+from ctemplate.config.flags import _SPECS, Flags, parse_flags, usage
 from ctemplate.errors import ConfigError
-from ctemplate.flags import _SPECS, Flags, parse_flags, usage
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
-from ctemplate import local
 from ctemplate.config import Config, TemplateConfig
-from ctemplate.queries import HealthServiceQuery, KVListQuery
-from ctemplate.template import FILTERS, GLOBALS, TemplateEngine
+from ctemplate.consul.queries import HealthServiceQuery, KVListQuery
+from ctemplate.language import local
+from ctemplate.language.jinja import FILTERS, GLOBALS, TemplateEngine
 
 
 def render(text: str, tmp_path, data=None, **options) -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ctemplate.plan import kv_group, plan
-from ctemplate.queries import parse_key, parse_prefix, parse_service, parse_services
+from ctemplate.consul.plan import kv_group, plan
+from ctemplate.consul.queries import parse_key, parse_prefix, parse_service, parse_services
 
 
 def _keys(n, prefix="bench/keys/"):

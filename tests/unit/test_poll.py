@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from ctemplate.consul import ConsulResponse
+from ctemplate.consul.client import ConsulResponse
+from ctemplate.consul.poll import poll_consul, poll_file
+from ctemplate.consul.queries import CatalogDatacentersQuery, FileProblem, FileQuery
+from ctemplate.consul.watch import WatchSettings
 from ctemplate.errors import ConsulError
-from ctemplate.poll import poll_consul, poll_file
-from ctemplate.queries import CatalogDatacentersQuery, FileProblem, FileQuery
-from ctemplate.watch import WatchSettings
 
 
 @dataclass

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from ctemplate.errors import QueryError
-from ctemplate.queries import (
+from ctemplate.consul.queries import (
     AgentSelfQuery,
     ConnectCARootsQuery,
     FileQuery,
+    PolledQuery,
     parse_connect,
     parse_datacenters,
     parse_key,
@@ -19,6 +19,7 @@ from ctemplate.queries import (
     parse_service,
     parse_services,
 )
+from ctemplate.errors import QueryError
 
 
 @pytest.mark.parametrize(
@@ -152,12 +153,12 @@ def test_more_queries(query, identity, path, params):
     assert query.endpoint() == (path, params)
 
 
-def test_polled_and_local_queries_bring_their_own_watch_loop():
-    assert parse_service(("web",)).custom_watch(None) is None
-    for query in (parse_datacenters(()), AgentSelfQuery(), FileQuery("/etc/hostname")):
-        loop = query.custom_watch(None)
-        assert loop is not None
-        loop.close()  # never started
+def test_polled_and_local_queries_are_told_apart_from_blocking_ones():
+    # The watcher polls these instead of long-polling them (ctemplate.consul.watch).
+    assert not isinstance(parse_service(("web",)), PolledQuery | FileQuery)
+    for query in (parse_datacenters(()), AgentSelfQuery()):
+        assert isinstance(query, PolledQuery)
+    assert isinstance(FileQuery("/etc/hostname"), FileQuery)
     assert str(FileQuery("conf/app.ini")) == "file(conf/app.ini)"
     assert parse_node(()).name == ""  # the helper asks the agent for its node name first
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ctemplate.queries import (
+from ctemplate.consul.queries import (
     CatalogNodeQuery,
     CatalogNodesQuery,
     ConnectCALeafQuery,
@@ -19,7 +19,7 @@ from ctemplate.queries import (
     HealthServiceQuery,
     KVListQuery,
 )
-from ctemplate.records import (
+from ctemplate.consul.records import (
     CARoot,
     CatalogNode,
     CatalogNodeService,
@@ -29,7 +29,7 @@ from ctemplate.records import (
     Node,
     aggregated_status,
 )
-from ctemplate.watch import Watcher, WatchSettings
+from ctemplate.consul.watch import Watcher, WatchSettings
 
 
 def _entry(node, addr, sid, *, svc_addr="", status="passing", tags=None, check_id="c"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ctemplate.errors import RenderError
-from ctemplate.render import render
+from ctemplate.output.write import render
 
 
 def _mode(path):

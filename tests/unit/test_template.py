@@ -9,16 +9,16 @@ import signal
 import pytest
 
 from ctemplate.config import Config, TemplateConfig, load_config_file
-from ctemplate.errors import ConfigError, TemplateError
-from ctemplate.queries import (
+from ctemplate.consul.queries import (
     CatalogNodeQuery,
     FileProblem,
     FileQuery,
     HealthServiceQuery,
     KVListQuery,
 )
-from ctemplate.records import KeyPair
-from ctemplate.template import TemplateEngine
+from ctemplate.consul.records import KeyPair
+from ctemplate.errors import ConfigError, TemplateError
+from ctemplate.language.jinja import TemplateEngine
 
 
 def _load(text, tmp_path, config=None, **kw):
@@ -412,7 +412,7 @@ def test_no_plugin_starts_while_the_daemon_stops(tmp_path):
     """After stop_plugins() (the runner stopping) a template's next plugin is refused with a
     clear error instead of being started and waited for; allow_plugins() (a runner starting)
     lets them run again."""
-    from ctemplate import local
+    from ctemplate.language import local
 
     t = _load('{{ plugin("echo", "x") }}', tmp_path)
     local.stop_plugins()
@@ -431,7 +431,7 @@ def test_plugin_timeout_holds_even_when_a_descendant_keeps_its_output_open(tmp_p
     import threading
     import time
 
-    from ctemplate import local
+    from ctemplate.language import local
 
     escaped = tmp_path / "escaped.pid"
     script = tmp_path / "plug.sh"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from ctemplate.consul import ConsulResponse
-from ctemplate.queries import KVGetQuery, KVListQuery, Query
-from ctemplate.watch import Watcher, WatchSettings, _KVPrefix
+from ctemplate.consul.client import ConsulResponse
+from ctemplate.consul.queries import KVGetQuery, KVListQuery, Query
+from ctemplate.consul.watch import Watcher, WatchSettings, _KVPrefix
 
 
 class SilentClient:  # long polls that never answer: the tests hand the prefix its answers

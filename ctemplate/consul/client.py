@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-from .config import ConsulConfig
-from .errors import ConsulError
+from ..config import ConsulConfig
+from ..errors import ConsulError
 
 __all__ = ["ConsulClient", "ConsulResponse", "base_url"]
 

@@ -13,8 +13,8 @@ render writes nothing and runs no command: the last good file stays, the runner 
 message with the template's file and line, and the template is rendered again when its data
 changes. With ``-once`` a stopped render makes the exit status 14.
 
-Both are installed into the Jinja environment by the runner (:func:`install`), as a global and,
-for ``require``, as a filter.
+Both are in the function registry (:mod:`.registry`): ``require`` as a function and a filter,
+``abort`` as a function.
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ from __future__ import annotations
 from collections.abc import Sized
 from typing import Any, NoReturn
 
-import jinja2
+from ..errors import TemplateError
 
-from .errors import TemplateError
-
-__all__ = ["GuardError", "abort", "install", "require"]
+__all__ = ["GuardError", "abort", "require"]
 
 
 class GuardError(TemplateError):
@@ -50,10 +48,3 @@ def require(items: Any, n: Any = 1, message: Any = "") -> Any:
 def abort(message: Any = "") -> NoReturn:
     """Stop the render: nothing is written, the last good file stays."""
     raise GuardError(f"abort: {message or 'abort() called'}")
-
-
-def install(env: jinja2.Environment) -> None:
-    """Make ``require`` (global and filter) and ``abort`` available to templates."""
-    env.globals.setdefault("require", require)
-    env.globals.setdefault("abort", abort)
-    env.filters.setdefault("require", require)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-from .errors import RenderError
+from ..errors import RenderError
 
 __all__ = ["RenderResult", "render"]
 

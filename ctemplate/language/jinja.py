@@ -1,10 +1,7 @@
-"""Templates: one Jinja environment, consul-template's functions and helpers, "execute to discover".
+"""The Jinja front end: one Jinja environment binding the function registry.
 
-A template is executed against the cache of query results. Each data function (``service``,
-``key``, ``file``, ...) records the query it needs; if the cache has no answer yet the function
-records the query as missing and returns an empty value. The runner watches what is missing and
-executes again when data arrives; output is written only from an execution in which nothing was
-missing.
+Every function of :mod:`.registry` is a Jinja function; those with a subject are filters too
+(subject first). Executions follow :mod:`.execution` ("execute to discover").
 
 Per template (an overlay of the one environment): delimiters, a loader for ``{% include %}`` and
 ``{% import %}`` relative to the template's directory, ``error_on_missing_key``,
@@ -21,295 +18,33 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import fields, is_dataclass
 from fnmatch import fnmatchcase
 from typing import Any, NoReturn
 
 import jinja2
 from jinja2 import StrictUndefined
 
-from . import helpers, local
-from .config import Config, TemplateConfig
-from .errors import CtemplateError, TemplateError
-from .queries import (
-    AgentSelfQuery,
-    ConnectCARootsQuery,
-    FileProblem,
-    FileQuery,
-    Query,
-    parse_connect,
-    parse_datacenters,
-    parse_key,
-    parse_leaf,
-    parse_node,
-    parse_nodes,
-    parse_prefix,
-    parse_service,
-    parse_services,
-)
+from ..config import Config, TemplateConfig
+from ..errors import CtemplateError, TemplateError
+from ..paths import check_sandbox
+from .execution import Execution, Options, Pass, current
+from .registry import REGISTRY
 
 __all__ = ["FILTERS", "GLOBALS", "CompiledTemplate", "Execution", "TemplateEngine"]
 
-log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Execution:
-    """The result of executing a template once."""
-
-    text: str | None = None  # None when something was missing or it failed
-    used: dict[str, Query] = field(default_factory=dict)
-    missing: dict[str, Query] = field(default_factory=dict)
-    error: TemplateError | None = None
-
-    @property
-    def complete(self) -> bool:
-        return self.text is not None and not self.missing and self.error is None
-
-
-@dataclass(frozen=True, slots=True)
-class _Options:
-    """What functions need to know about the template being executed."""
-
-    sandbox: str | None = None  # real path of sandbox_path
-    dry: bool = False
-
-
-@dataclass(slots=True)
-class _Pass:
-    data: Mapping[str, Any]
-    execution: Execution
-    options: _Options
-
-
-_current: ContextVar[_Pass] = ContextVar("ctemplate_pass")
-
-
-def _recall(query: Query) -> tuple[bool, Any]:
-    """Note ``query`` as used; its cached answer, if there is one."""
-    p = _current.get()
-    key = str(query)
-    p.execution.used[key] = query
-    if key in p.data:
-        return True, p.data[key]
-    p.execution.missing[key] = query
-    return False, None
-
-
-def _missing(query: Query) -> None:
-    _current.get().execution.missing[str(query)] = query
-
-
-def _lookup(query: Query, empty: Any) -> Any:
-    found, value = _recall(query)
-    return value if found else empty
-
-
-# --- Consul data functions (names as in consul-template) ---------------------------------------
-
-
-def service(*args: Any) -> Any:
-    """``service("[tag.]name[@dc][~near][|filter,...]")``: healthy instances, sorted by node."""
-    return _lookup(parse_service(args), ())
-
-
-def connect(*args: Any) -> Any:
-    """``connect("name")``: Connect-capable instances (sidecar proxies or native services)."""
-    return _lookup(parse_connect(args), ())
-
-
-def services(*args: Any) -> Any:
-    return _lookup(parse_services(args), ())
-
-
-def key(path: Any) -> str:
-    """A key's value; the template waits until the key exists."""
-    if path == "":
-        return ""
-    value = _lookup(parse_key("key", path, block=True), "")
-    return "" if value is None else str(value)
-
-
-def key_exists(path: Any) -> bool:
-    if path == "":
-        return False
-    return _lookup(parse_key("keyExists", path), None) is not None
-
-
-def key_or_default(path: Any, default: Any = "") -> Any:
-    """The key's value, or ``default`` when the key is absent or empty."""
-    if path == "":
-        return default
-    value = _lookup(parse_key("keyOrDefault", path), None)
-    return default if value in (None, "") else value
-
-
-def _pairs(kind: str, prefix: Any, keep: Callable[[str], bool], *, safe: bool) -> Any:
-    if prefix == "":
-        return ()
-    query = parse_prefix(kind, prefix)
-    found, value = _recall(query)
-    if not found:
-        return ()
-    pairs = tuple(p for p in value if keep(p.Key))
-    if safe and not pairs:
-        _missing(query)  # safeLs/safeTree: an empty answer must not be rendered
-    return pairs
-
-
-def ls(prefix: Any) -> Any:
-    """Top-level keys under a prefix (no folders, nothing nested)."""
-    return _pairs("ls", prefix, lambda k: bool(k) and "/" not in k, safe=False)
-
-
-def safe_ls(prefix: Any) -> Any:
-    """``ls``, but an empty answer keeps the template from being written."""
-    return _pairs("safeLs", prefix, lambda k: bool(k) and "/" not in k, safe=True)
-
-
-def tree(prefix: Any) -> Any:
-    """Every key under a prefix, nested ones included (folders left out)."""
-    return _pairs("tree", prefix, lambda k: bool(k) and not k.endswith("/"), safe=False)
-
-
-def safe_tree(prefix: Any) -> Any:
-    return _pairs("safeTree", prefix, lambda k: bool(k) and not k.endswith("/"), safe=True)
-
-
-def node(*args: Any) -> Any:
-    """``node()`` (the local agent's node) or ``node("name[@dc]")``: a CatalogNode, or None for
-    an unknown node."""
-    query = parse_node(args)
-    if not query.name:
-        name = _lookup(AgentSelfQuery(), None)
-        if name is None:
-            return None
-        query = replace(query, name=name)
-    return _lookup(query, None)
-
-
-def nodes(*args: Any) -> Any:
-    return _lookup(parse_nodes(args), ())
-
-
-def datacenters(*args: Any) -> Any:
-    return _lookup(parse_datacenters(args), ())
-
-
-def ca_roots() -> Any:
-    return _lookup(ConnectCARootsQuery(), ())
-
-
-def ca_leaf(*args: Any) -> Any:
-    return _lookup(parse_leaf(args), None)
-
-
-# --- local functions ------------------------------------------------------------------------
-
-
-def file(path: Any) -> str:
-    """A local file's contents, watched for changes (re-read within 2 seconds)."""
-    text = str(path)
-    if not text:
-        return ""
-    sandbox = _current.get().options.sandbox
-    if sandbox:
-        local.check_sandbox(text, sandbox)
-    value = _lookup(FileQuery(text, sandbox=sandbox), "")
-    if isinstance(value, FileProblem):
-        raise TemplateError(value.message)
-    return str(value)
-
-
-def _skip_side_effect(what: str) -> bool:
-    p = _current.get()
-    if p.execution.missing:
-        return True  # a discovery pass: the content may still be incomplete
-    if p.options.dry:
-        log.debug("(template) -dry: %s not written", what)
-        return True
-    return False
-
-
-def write_to_file(
-    path: Any,
-    content: Any,
-    perms: Any = None,
-    append: bool = False,
-    newline: bool = False,
-    user: Any = None,
-    group: Any = None,
-) -> str:
-    """``writeToFile(path, content, perms="0644", append=false, newline=false)``."""
-    if _skip_side_effect(f"writeToFile({str(path)!r})"):
-        return ""
-    return local.write_to_file(
-        path,
-        content,
-        perms,
-        append,
-        newline,
-        user,
-        group,
-        sandbox=_current.get().options.sandbox,
-    )
-
-
-def write_to_file_filter(
-    content: Any,
-    path: Any,
-    perms: Any = None,
-    append: bool = False,
-    newline: bool = False,
-    user: Any = None,
-    group: Any = None,
-) -> str:
-    """``content | writeToFile(path, ...)``."""
-    return write_to_file(path, content, perms, append, newline, user, group)
-
-
-def plugin_filter(value: Any, command: Any, *args: Any) -> str:
-    """``value | plugin(cmd, args...)``: the piped value is the last argument."""
-    return local.plugin(command, *args, value)
-
-
-GLOBALS: dict[str, Callable[..., Any]] = {
-    **helpers.GLOBALS,
-    "caLeaf": ca_leaf,
-    "caRoots": ca_roots,
-    "connect": connect,
-    "datacenters": datacenters,
-    "env": local.env,
-    "envOrDefault": local.env_or_default,
-    "file": file,
-    "key": key,
-    "keyExists": key_exists,
-    "keyOrDefault": key_or_default,
-    "ls": ls,
-    "mustEnv": local.must_env,
-    "node": node,
-    "nodes": nodes,
-    "plugin": local.plugin,
-    "safeLs": safe_ls,
-    "safeTree": safe_tree,
-    "service": service,
-    "services": services,
-    "timestamp": local.timestamp,
-    "tree": tree,
-    "writeToFile": write_to_file,
-}
-
+# The registry, bound the Jinja way.
+GLOBALS: dict[str, Callable[..., Any]] = {name: f.impl for name, f in REGISTRY.items()}
 FILTERS: dict[str, Callable[..., Any]] = {
-    **helpers.FILTERS,
-    "plugin": plugin_filter,
-    "writeToFile": write_to_file_filter,
+    name: flt for name, f in REGISTRY.items() if (flt := f.filter()) is not None
 }
 
 # Python names of the functions, for messages such as "keyExists() missing 1 argument".
 _PY_NAMES: dict[str, str] = {}
 for _name, _func in (*FILTERS.items(), *GLOBALS.items()):
     _PY_NAMES.setdefault(getattr(_func, "__qualname__", _name), _name)
+
+log = logging.getLogger(__name__)
 
 
 # --- undefined values that say what was meant -------------------------------------------------
@@ -416,7 +151,7 @@ _PY_CALL = re.compile(r"^([\w.]+)\(\)")
 
 
 class CompiledTemplate:
-    def __init__(self, name: str, template: jinja2.Template, options: _Options) -> None:
+    def __init__(self, name: str, template: jinja2.Template, options: Options) -> None:
         self.name = name
         self._template = template
         self._options = options
@@ -424,14 +159,14 @@ class CompiledTemplate:
     def execute(self, data: Mapping[str, Any]) -> Execution:
         """Render against ``data`` (query key -> value), noting used and missing queries."""
         execution = Execution()
-        token = _current.set(_Pass(data, execution, self._options))
+        token = current.set(Pass(data, execution, self._options))
         try:
             execution.text = self._template.render()
         except Exception as exc:
             if not execution.missing:
                 execution.error = self._error(exc)
         finally:
-            _current.reset(token)
+            current.reset(token)
         if execution.missing:
             execution.text = None
         return execution
@@ -514,7 +249,7 @@ class _Loader(jinja2.FileSystemLoader):
     ) -> tuple[str, str, Callable[[], bool]]:
         source, filename, uptodate = super().get_source(environment, template)
         if self._sandbox:
-            local.check_sandbox(filename, self._sandbox, what="include")
+            check_sandbox(filename, self._sandbox, what="include")
         return source, filename, uptodate
 
 
@@ -587,4 +322,4 @@ class TemplateEngine:
                 f"{name}:{exc.lineno}: syntax error: {_with_filter_hint(exc.message or '', env)}"
             ) from exc
         template = env.template_class.from_code(env, code, env.make_globals(None))
-        return CompiledTemplate(name, template, _Options(sandbox=sandbox, dry=self._config.dry))
+        return CompiledTemplate(name, template, Options(sandbox=sandbox, dry=self._config.dry))

@@ -1,6 +1,6 @@
-"""consul-template's pure helper functions, for Jinja.
+"""consul-template's pure helper functions, bound by every front end through :mod:`.registry`.
 
-Each helper takes its *subject* first, so one function serves both forms:
+Each helper takes its *subject* first, so in Jinja one function serves both forms:
 ``{{ s.Tags | contains("prod") }}`` (a filter: the piped value is the first argument, Jinja's
 convention) and ``{{ contains(s.Tags, "prod") }}`` (a global). consul-template passes the piped
 value last, so its argument order differs: ``{{ subtract 3 10 }}`` there is
@@ -31,10 +31,10 @@ from typing import Any
 
 import jinja2
 
-from .errors import TemplateError
-from .records import KeyPair
+from ..consul.records import KeyPair
+from ..errors import TemplateError
 
-__all__ = ["FILTERS", "GLOBALS", "to_plain"]
+__all__ = ["SUBJECT_FIRST", "join", "to_plain"]
 
 
 def _fail(name: str, message: str) -> TemplateError:
@@ -747,10 +747,10 @@ def merge_map_with_override(base: Any, other: Any) -> dict[str, Any]:
     return _merge(base, other, override=True)
 
 
-# --- registry ---------------------------------------------------------------------------------
+# --- the helpers, by consul-template's name (bound by .registry) --------------------------------
 
-# Usable both as filters and as globals.
-_BOTH: dict[str, Callable[..., Any]] = {
+# Each takes the value it works on first.
+SUBJECT_FIRST: dict[str, Callable[..., Any]] = {
     "add": add,
     "base64Decode": base64_decode,
     "base64Encode": base64_encode,
@@ -806,7 +806,3 @@ _BOTH: dict[str, Callable[..., Any]] = {
     "trimSpace": trim_space,
     "trimSuffix": trim_suffix,
 }
-
-GLOBALS: dict[str, Callable[..., Any]] = {**_BOTH, "join": join}
-# Jinja's own ``join`` filter already takes the list first (``tags | join(",")``).
-FILTERS: dict[str, Callable[..., Any]] = dict(_BOTH)

@@ -15,7 +15,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-from .errors import CommandError
+from ..errors import CommandError
 
 __all__ = ["CommandResult", "describe", "run_command"]
 

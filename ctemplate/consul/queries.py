@@ -6,8 +6,8 @@ is fetched once.
 
 Most queries are Consul blocking queries, long-polled by :mod:`ctemplate.watch`. A few endpoints
 cannot block (``/v1/catalog/datacenters``, ``/v1/agent/self``) and local files are not in Consul
-at all: those queries are :class:`PolledQuery` or :class:`FileQuery`, whose
-:meth:`Query.custom_watch` hands the watcher a polling loop from :mod:`ctemplate.poll`.
+at all: those queries are :class:`PolledQuery` or :class:`FileQuery`, which the watcher reads
+with a polling loop from :mod:`ctemplate.consul.poll`.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import functools
 import operator
 import os
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
-from .errors import ConsulError, QueryError
+from ..errors import ConsulError, QueryError
+from ..paths import SandboxError, call, check_sandbox
 from .records import (
     CARoot,
     CatalogNode,
@@ -35,7 +36,7 @@ from .records import (
 )
 
 if TYPE_CHECKING:
-    from .consul import ConsulClient
+    from .client import ConsulClient
 
 __all__ = [
     "HEALTH_FILTERS",
@@ -119,13 +120,6 @@ class Query:
         """
         return self.decode
 
-    def custom_watch(self, watcher: Any) -> Coroutine[Any, Any, None] | None:
-        """The loop that watches this query, if it is not a Consul blocking query.
-
-        ``None`` (the default) lets the watcher long-poll :meth:`endpoint`.
-        """
-        return None
-
     def _params(self) -> dict[str, str]:
         return {"dc": self.dc} if self.dc else {}
 
@@ -139,11 +133,6 @@ class PolledQuery(Query):
         path, params = self.endpoint()
         resp = await client.get(path, params)
         return self.decode(resp.data)
-
-    def custom_watch(self, watcher: Any) -> Coroutine[Any, Any, None] | None:
-        from .poll import poll_consul
-
-        return poll_consul(self, watcher)
 
 
 def _at(dc: str | None) -> str:
@@ -414,11 +403,6 @@ class FileQuery(Query):
     def __str__(self) -> str:
         return f"file({self.path})"
 
-    def custom_watch(self, watcher: Any) -> Coroutine[Any, Any, None] | None:
-        from .poll import poll_file
-
-        return poll_file(self, watcher)
-
     def stamp(self) -> tuple[Any, ...]:
         """What changes when the file does: inode, size, mtime (or the error)."""
         try:
@@ -428,8 +412,6 @@ class FileQuery(Query):
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def read(self) -> str | FileProblem:
-        from .local import SandboxError, call, check_sandbox
-
         try:
             if self.sandbox:
                 check_sandbox(self.path, self.sandbox)

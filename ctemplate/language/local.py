@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import grp
-import json
 import os
 import pwd
 import signal
@@ -22,7 +21,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import TemplateError
+from ..errors import TemplateError
+from ..paths import SandboxError, call, check_sandbox
 
 __all__ = [
     "PLUGIN_TIMEOUT",
@@ -43,29 +43,6 @@ PLUGIN_TIMEOUT = 30.0  # seconds, as consul-template
 
 # Replaced in tests to freeze the clock.
 now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
-
-
-class SandboxError(TemplateError):
-    """A path leads outside ``sandbox_path``."""
-
-
-def call(name: str, arg: str) -> str:
-    """How a call looks in messages: ``file("/etc/app.conf")``."""
-    return f"{name}({json.dumps(arg, ensure_ascii=False)})"
-
-
-def check_sandbox(path: str, sandbox: str, *, what: str = "file", shown: str = "") -> str:
-    """The real path of ``path`` if it is inside ``sandbox`` (both symlink-resolved), else
-    :class:`SandboxError`. ``shown``: the path the message names, if not ``path``."""
-    real = os.path.realpath(path)
-    root = os.path.realpath(sandbox)
-    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
-        really = "" if real == os.path.abspath(path) else f" (it resolves to {real})"
-        raise SandboxError(
-            f"{call(what, shown or path)}: outside the sandbox {sandbox}{really}; "
-            "sandbox_path allows only paths inside it"
-        )
-    return real
 
 
 # --- environment ------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ctemplate.config import (
-    TemplateConfig,
-    WaitConfig,
+from ctemplate.errors import ConfigError
+
+from .model import TemplateConfig, WaitConfig
+from .values import (
     parse_bool,
     parse_duration,
     parse_listen_address,
@@ -26,7 +27,6 @@ from ctemplate.config import (
     parse_signal,
     parse_wait,
 )
-from ctemplate.errors import ConfigError
 
 __all__ = ["Flags", "parse_flags", "usage"]
 

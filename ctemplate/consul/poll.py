@@ -1,10 +1,10 @@
 """Watch loops for what cannot be long-polled: Consul endpoints without blocking queries and
 local files.
 
-The watcher (:mod:`ctemplate.watch`) runs one task per query; for a query whose
-:meth:`~ctemplate.queries.Query.custom_watch` returns a coroutine, that task is one of these loops
-instead of a blocking-query loop. They deliver through the same ``watcher.deliver`` (which drops
-equal data), so templates cannot tell the difference.
+The watcher (:mod:`ctemplate.consul.watch`) runs one task per query; for a
+:class:`~ctemplate.consul.queries.PolledQuery` or a :class:`~ctemplate.consul.queries.FileQuery`
+that task is one of these loops instead of a blocking-query loop. They deliver through the same
+``watcher.deliver`` (which drops equal data), so templates cannot tell the difference.
 
 * :func:`poll_consul` reads the endpoint, then sleeps ``poll_interval`` (15 seconds for
   ``datacenters``, as consul-template). Transient failures are retried with the watcher's
@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from tenacity import RetryError
 
-from .errors import ConsulError
+from ..errors import ConsulError
 from .queries import FileQuery, PolledQuery
-
-if TYPE_CHECKING:
-    from .watch import WatchSettings
+from .retry import WatchSettings, gave_up, retrying
 
 __all__ = ["poll_consul", "poll_file"]
 
@@ -46,8 +44,6 @@ class _Watcher(Protocol):
 
 
 async def _fetch(query: PolledQuery, watcher: _Watcher) -> Any:
-    from .watch import gave_up, retrying
-
     s = watcher.settings
     try:
         async for attempt in retrying(s):

@@ -30,24 +30,27 @@ import logging
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
     RetryError,
-    retry_if_exception,
-    wait_exponential,
-    wait_random,
 )
 
-from .consul import ConsulClient, ConsulResponse
-from .errors import ConsulError
+from ..errors import ConsulError
+from .client import ConsulClient, ConsulResponse
 from .plan import Plan, plan
-from .queries import HealthServiceQuery, KVGetQuery, KVListQuery, Query
+from .poll import poll_consul, poll_file
+from .queries import (
+    FileQuery,
+    HealthServiceQuery,
+    KVGetQuery,
+    KVListQuery,
+    PolledQuery,
+    Query,
+)
+from .retry import WatchSettings, gave_up, retrying
 
-__all__ = ["RESERVED_CONNECTIONS", "WatchSettings", "Watcher", "gave_up", "retrying"]
+__all__ = ["RESERVED_CONNECTIONS", "WatchSettings", "Watcher"]
 
 log = logging.getLogger(__name__)
 
@@ -55,70 +58,6 @@ log = logging.getLogger(__name__)
 RESERVED_CONNECTIONS = 4
 _SETTLE_MAX = 1.0  # seconds a loop waits for the runner to write before asking again
 _REREAD_CONCURRENCY = RESERVED_CONNECTIONS
-
-
-@dataclass(frozen=True, slots=True)
-class WatchSettings:
-    wait: float = 60.0  # blocking-query wait, seconds
-    max_stale: float = 2.0  # 0 = consistent reads
-    min_interval: float = 0.1  # between two requests of one loop
-    jitter: float = 0.02
-    retry_backoff: float = 0.25
-    retry_max_backoff: float = 60.0
-    retry_attempts: int = 0  # 0 = forever
-    retry_enabled: bool = True  # False: the first failure is final
-    max_unavailable: float = 0.0  # give up after failing this long without a break; 0 = never
-    once: bool = False  # stop after the first delivered answer
-    max_connections: int = 32  # to the agent, whatever the number of queries
-
-
-def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, ConsulError) and exc.transient
-
-
-def retrying(s: WatchSettings) -> AsyncRetrying:
-    """The retry policy of one request: exponential backoff with jitter, stopping only at the
-    configured limits (``retry_attempts``, ``max_unavailable``)."""
-    backoff = wait_exponential(multiplier=s.retry_backoff, max=s.retry_max_backoff) + wait_random(
-        0, s.retry_backoff
-    )
-    failing_since = 0.0
-
-    def give_up(state: RetryCallState) -> bool:  # after each failed attempt
-        nonlocal failing_since
-        now = time.monotonic()
-        failing_since = failing_since or now
-        if not s.retry_enabled:
-            return True
-        if s.retry_attempts > 0 and state.attempt_number > s.retry_attempts:
-            return True
-        return 0 < s.max_unavailable <= now - failing_since
-
-    def pause(state: RetryCallState) -> float:
-        delay = backoff(state)
-        if s.max_unavailable > 0:  # do not sleep past the limit
-            delay = min(delay, max(0.0, failing_since + s.max_unavailable - time.monotonic()))
-        return float(delay)
-
-    return AsyncRetrying(
-        retry=retry_if_exception(_transient),
-        wait=pause,
-        stop=give_up,
-        reraise=False,
-    )
-
-
-def gave_up(exc: RetryError, s: WatchSettings) -> ConsulError:
-    """The error to report once :func:`retrying` stopped."""
-    last = exc.last_attempt.exception()
-    assert isinstance(last, ConsulError)
-    if not s.retry_enabled:
-        limit = "retries are disabled: consul.retry.enabled = false"
-    elif s.retry_attempts > 0 and exc.last_attempt.attempt_number > s.retry_attempts:
-        limit = f"gave up after {s.retry_attempts} retries"
-    else:
-        limit = f"gave up after failing for {s.max_unavailable:g}s (max_unavailable)"
-    return ConsulError(f"{last} ({limit})", transient=True)
 
 
 # An answer handler returns whether everything the loop serves now has data (for -once).
@@ -271,9 +210,11 @@ class _Dedicated(_Channel):
 
     def __init__(self, watcher: Watcher, query: Query) -> None:
         key = str(query)
-        custom = query.custom_watch(watcher)  # non-blocking endpoints and local files
-        if custom is not None:
-            self.start(custom, key)
+        if isinstance(query, FileQuery):  # a local file: stat() every 2 seconds
+            self.start(poll_file(query, watcher), key)
+            return
+        if isinstance(query, PolledQuery):  # an endpoint without blocking queries
+            self.start(poll_consul(query, watcher), key)
             return
         path, params = query.endpoint()
         poll = _Poll(watcher, key, path, params, lambda r: _deliver_decoded(watcher, query, r.data))

@@ -1,0 +1,88 @@
+"""The retry policy of every request to Consul, and the settings of the loops that watch queries.
+
+Transient failures (connection errors, 5xx, 429) are retried with exponential backoff and jitter
+(tenacity) until ``retry_attempts`` or ``max_unavailable`` says to give up (by default never, in a
+daemon); ``retry_enabled = False`` makes the first failure final, as in consul-template.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception,
+    wait_exponential,
+    wait_random,
+)
+
+from ..errors import ConsulError
+
+__all__ = ["WatchSettings", "gave_up", "retrying"]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSettings:
+    wait: float = 60.0  # blocking-query wait, seconds
+    max_stale: float = 2.0  # 0 = consistent reads
+    min_interval: float = 0.1  # between two requests of one loop
+    jitter: float = 0.02
+    retry_backoff: float = 0.25
+    retry_max_backoff: float = 60.0
+    retry_attempts: int = 0  # 0 = forever
+    retry_enabled: bool = True  # False: the first failure is final
+    max_unavailable: float = 0.0  # give up after failing this long without a break; 0 = never
+    once: bool = False  # stop after the first delivered answer
+    max_connections: int = 32  # to the agent, whatever the number of queries
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, ConsulError) and exc.transient
+
+
+def retrying(s: WatchSettings) -> AsyncRetrying:
+    """The retry policy of one request: exponential backoff with jitter, stopping only at the
+    configured limits (``retry_attempts``, ``max_unavailable``)."""
+    backoff = wait_exponential(multiplier=s.retry_backoff, max=s.retry_max_backoff) + wait_random(
+        0, s.retry_backoff
+    )
+    failing_since = 0.0
+
+    def give_up(state: RetryCallState) -> bool:  # after each failed attempt
+        nonlocal failing_since
+        now = time.monotonic()
+        failing_since = failing_since or now
+        if not s.retry_enabled:
+            return True
+        if s.retry_attempts > 0 and state.attempt_number > s.retry_attempts:
+            return True
+        return 0 < s.max_unavailable <= now - failing_since
+
+    def pause(state: RetryCallState) -> float:
+        delay = backoff(state)
+        if s.max_unavailable > 0:  # do not sleep past the limit
+            delay = min(delay, max(0.0, failing_since + s.max_unavailable - time.monotonic()))
+        return float(delay)
+
+    return AsyncRetrying(
+        retry=retry_if_exception(_transient),
+        wait=pause,
+        stop=give_up,
+        reraise=False,
+    )
+
+
+def gave_up(exc: RetryError, s: WatchSettings) -> ConsulError:
+    """The error to report once :func:`retrying` stopped."""
+    last = exc.last_attempt.exception()
+    assert isinstance(last, ConsulError)
+    if not s.retry_enabled:
+        limit = "retries are disabled: consul.retry.enabled = false"
+    elif s.retry_attempts > 0 and exc.last_attempt.attempt_number > s.retry_attempts:
+        limit = f"gave up after {s.retry_attempts} retries"
+    else:
+        limit = f"gave up after failing for {s.max_unavailable:g}s (max_unavailable)"
+    return ConsulError(f"{last} ({limit})", transient=True)

@@ -1,0 +1,202 @@
+"""The data functions (they read Consul through the cache) and the local functions that need to
+know which template is executing (``file``, ``writeToFile``), with consul-template's names.
+
+Each records what it reads (:mod:`.execution`) and returns an empty value until the answer is
+there. The other local functions (``env``, ``plugin``, ``timestamp``) are in :mod:`.local`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from ..consul.queries import (
+    AgentSelfQuery,
+    ConnectCARootsQuery,
+    FileProblem,
+    FileQuery,
+    parse_connect,
+    parse_datacenters,
+    parse_key,
+    parse_leaf,
+    parse_node,
+    parse_nodes,
+    parse_prefix,
+    parse_service,
+    parse_services,
+)
+from ..errors import TemplateError
+from . import local
+from .execution import current, lookup, missing, recall
+
+log = logging.getLogger(__name__)
+
+
+# --- Consul data functions (names as in consul-template) ---------------------------------------
+
+
+def service(*args: Any) -> Any:
+    """``service("[tag.]name[@dc][~near][|filter,...]")``: healthy instances, sorted by node."""
+    return lookup(parse_service(args), ())
+
+
+def connect(*args: Any) -> Any:
+    """``connect("name")``: Connect-capable instances (sidecar proxies or native services)."""
+    return lookup(parse_connect(args), ())
+
+
+def services(*args: Any) -> Any:
+    return lookup(parse_services(args), ())
+
+
+def key(path: Any) -> str:
+    """A key's value; the template waits until the key exists."""
+    if path == "":
+        return ""
+    value = lookup(parse_key("key", path, block=True), "")
+    return "" if value is None else str(value)
+
+
+def key_exists(path: Any) -> bool:
+    if path == "":
+        return False
+    return lookup(parse_key("keyExists", path), None) is not None
+
+
+def key_or_default(path: Any, default: Any = "") -> Any:
+    """The key's value, or ``default`` when the key is absent or empty."""
+    if path == "":
+        return default
+    value = lookup(parse_key("keyOrDefault", path), None)
+    return default if value in (None, "") else value
+
+
+def _pairs(kind: str, prefix: Any, keep: Callable[[str], bool], *, safe: bool) -> Any:
+    if prefix == "":
+        return ()
+    query = parse_prefix(kind, prefix)
+    found, value = recall(query)
+    if not found:
+        return ()
+    pairs = tuple(p for p in value if keep(p.Key))
+    if safe and not pairs:
+        missing(query)  # safeLs/safeTree: an empty answer must not be rendered
+    return pairs
+
+
+def ls(prefix: Any) -> Any:
+    """Top-level keys under a prefix (no folders, nothing nested)."""
+    return _pairs("ls", prefix, lambda k: bool(k) and "/" not in k, safe=False)
+
+
+def safe_ls(prefix: Any) -> Any:
+    """``ls``, but an empty answer keeps the template from being written."""
+    return _pairs("safeLs", prefix, lambda k: bool(k) and "/" not in k, safe=True)
+
+
+def tree(prefix: Any) -> Any:
+    """Every key under a prefix, nested ones included (folders left out)."""
+    return _pairs("tree", prefix, lambda k: bool(k) and not k.endswith("/"), safe=False)
+
+
+def safe_tree(prefix: Any) -> Any:
+    return _pairs("safeTree", prefix, lambda k: bool(k) and not k.endswith("/"), safe=True)
+
+
+def node(*args: Any) -> Any:
+    """``node()`` (the local agent's node) or ``node("name[@dc]")``: a CatalogNode, or None for
+    an unknown node."""
+    query = parse_node(args)
+    if not query.name:
+        name = lookup(AgentSelfQuery(), None)
+        if name is None:
+            return None
+        query = replace(query, name=name)
+    return lookup(query, None)
+
+
+def nodes(*args: Any) -> Any:
+    return lookup(parse_nodes(args), ())
+
+
+def datacenters(*args: Any) -> Any:
+    return lookup(parse_datacenters(args), ())
+
+
+def ca_roots() -> Any:
+    return lookup(ConnectCARootsQuery(), ())
+
+
+def ca_leaf(*args: Any) -> Any:
+    return lookup(parse_leaf(args), None)
+
+
+# --- local functions ------------------------------------------------------------------------
+
+
+def file(path: Any) -> str:
+    """A local file's contents, watched for changes (re-read within 2 seconds)."""
+    text = str(path)
+    if not text:
+        return ""
+    sandbox = current.get().options.sandbox
+    if sandbox:
+        local.check_sandbox(text, sandbox)
+    value = lookup(FileQuery(text, sandbox=sandbox), "")
+    if isinstance(value, FileProblem):
+        raise TemplateError(value.message)
+    return str(value)
+
+
+def _skip_side_effect(what: str) -> bool:
+    p = current.get()
+    if p.execution.missing:
+        return True  # a discovery pass: the content may still be incomplete
+    if p.options.dry:
+        log.debug("(template) -dry: %s not written", what)
+        return True
+    return False
+
+
+def write_to_file(
+    path: Any,
+    content: Any,
+    perms: Any = None,
+    append: bool = False,
+    newline: bool = False,
+    user: Any = None,
+    group: Any = None,
+) -> str:
+    """``writeToFile(path, content, perms="0644", append=false, newline=false)``."""
+    if _skip_side_effect(f"writeToFile({str(path)!r})"):
+        return ""
+    return local.write_to_file(
+        path,
+        content,
+        perms,
+        append,
+        newline,
+        user,
+        group,
+        sandbox=current.get().options.sandbox,
+    )
+
+
+def write_to_file_filter(
+    content: Any,
+    path: Any,
+    perms: Any = None,
+    append: bool = False,
+    newline: bool = False,
+    user: Any = None,
+    group: Any = None,
+) -> str:
+    """``content | writeToFile(path, ...)``."""
+    return write_to_file(path, content, perms, append, newline, user, group)
+
+
+def plugin_filter(value: Any, command: Any, *args: Any) -> str:
+    """``value | plugin(cmd, args...)``: the piped value is the last argument."""
+    return local.plugin(command, *args, value)
