@@ -75,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     from .config.flags import parse_flags, usage
 
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("watch", "event"):  # consul watch / consul event
+        from .modes import commands
+
+        run_mode = commands.watch_main if args[0] == "watch" else commands.event_main
+        return run_mode(args[1:], setup_logging)
     try:
         flags = parse_flags(args)
     except ConfigError as exc:

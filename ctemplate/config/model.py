@@ -84,9 +84,51 @@ class TemplateConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpHandlerConfig:
+    """Consul's ``http_handler_config``: where a watch POSTs (or PUTs) its JSON."""
+
+    path: str
+    method: str = "POST"
+    header: tuple[tuple[str, tuple[str, ...]], ...] = ()  # name -> values, in order
+    timeout: float = 10.0  # seconds
+    tls_skip_verify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WatchConfig:
+    """One watch, as ``consul watch`` takes it: a type, its parameters and a handler.
+
+    ``args`` runs as an argv; ``handler`` (a string) through ``$SHELL -c`` (``/bin/sh``);
+    ``http`` POSTs the JSON instead. None of the three: print the JSON (the CLI without a
+    handler).
+    """
+
+    type: str  # key | keyprefix | services | nodes | service | checks | event
+    key: str = ""
+    prefix: str = ""
+    service: str = ""
+    tags: tuple[str, ...] = ()
+    passingonly: bool = False
+    state: str = ""  # checks: the check state (any, passing, warning, critical)
+    name: str = ""  # event name ("" = every event)
+    datacenter: str = ""
+    token: str = field(default="", repr=False)  # this watch's own token; "" = the client's
+    stale: bool = False
+    handler_type: str = "script"  # script | http
+    args: tuple[str, ...] = ()
+    handler: str = ""  # a shell command line (the older form)
+    http: HttpHandlerConfig | None = None
+    timeout: float = 30.0  # seconds a script handler may run; 0 = no limit
+    skip_initial: bool = False  # do not run the handler with the data found at start
+    state_file: str = ""  # keeps the last index (event: the last event) across restarts
+    origin: str = ""  # "ct.hcl: watch[1]" or "-type key"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     consul: ConsulConfig = ConsulConfig()
     templates: tuple[TemplateConfig, ...] = ()
+    watches: tuple[WatchConfig, ...] = ()
     wait: WaitConfig | None = None
     max_stale: float = 2.0  # seconds; 0 = consistent reads only
     block_query_wait: float = 60.0  # seconds, `wait=` of every blocking query

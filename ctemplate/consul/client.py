@@ -12,6 +12,7 @@ import json
 import logging
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,17 +119,19 @@ class ConsulClient:
     async def get(
         self,
         path: str,
-        params: dict[str, str] | None = None,
+        params: Mapping[str, str | list[str]] | None = None,
         *,
         index: int = 0,
         wait: float = 60.0,
         stale: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> ConsulResponse:
         """One GET; with ``index > 0`` it blocks up to ``wait`` seconds for a change.
 
         A 404 is an answer (``data=None``), not an error: Consul sends it for absent keys.
+        ``headers`` go with this request only (a watch's own token).
         """
-        q = dict(params or {})
+        q: dict[str, str | list[str]] = dict(params or {})
         if index > 0:
             q["index"] = str(index)
             q["wait"] = f"{int(wait * 1000)}ms"
@@ -139,7 +142,7 @@ class ConsulClient:
         timeout = httpx.Timeout(10.0, read=read, pool=None)
         self.requests += 1
         request = self._http.build_request(
-            "GET", path, params=q, timeout=timeout, extensions=self._extensions
+            "GET", path, params=q, headers=headers, timeout=timeout, extensions=self._extensions
         )
         try:
             # Streamed into a local buffer: a read response holds its body in a reference cycle
@@ -200,6 +203,38 @@ class ConsulClient:
             last_contact=_int(h.get("X-Consul-LastContact")) / 1000.0,
             known_leader=h.get("X-Consul-KnownLeader", "true") == "true",
         )
+
+    async def put(
+        self, path: str, params: Mapping[str, str] | None = None, body: bytes = b""
+    ) -> Any:
+        """One PUT (``ctemplate event``); returns the decoded JSON answer. Not retried: a
+        repeated PUT could fire an event twice."""
+        self.requests += 1
+        try:
+            resp = await self._http.put(
+                path, params=dict(params or {}), content=body, extensions=self._extensions
+            )
+        except httpx.HTTPError as exc:
+            reason = str(exc) or type(exc).__name__
+            self.failed_requests += 1
+            raise ConsulError(
+                f"PUT {path}: cannot reach Consul at {self.base_url}: {reason}; "
+                "is the agent running? (set -http-addr or CONSUL_HTTP_ADDR)"
+            ) from exc
+        if resp.status_code != 200:
+            self.failed_requests += 1
+            lines = resp.text.strip().splitlines()
+            first = lines[0][:200] if lines else ""
+            raise ConsulError(
+                f"PUT {path}: Consul answered {resp.status_code}"
+                + (f": {first}" if first else "")
+                + f"; {_hint(resp.status_code)}",
+                status=resp.status_code,
+            )
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise ConsulError(f"PUT {path}: Consul sent a body that is not JSON") from exc
 
     def _note_failure(self, err: ConsulError) -> None:
         """Log the start of an outage once; later failures only at debug level."""
