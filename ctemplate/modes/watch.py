@@ -174,6 +174,12 @@ def payload(w: WatchConfig, data: Any) -> Any:
         return data
     if w.type == "event":
         return data if isinstance(data, list) else []
+    if w.type == "services" and isinstance(data, dict):
+        # Consul lists a service's tags in no stable order (a map behind the endpoint), so two
+        # equal answers could differ: sorted, a new index with the same tags runs nothing.
+        return {
+            name: sorted(tags) if isinstance(tags, list) else tags for name, tags in data.items()
+        }
     return data
 
 

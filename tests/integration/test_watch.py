@@ -1,0 +1,514 @@
+"""``ctemplate watch`` against the real ``consul watch`` (the oracle), on a real agent.
+
+Both watch the same thing with the same recording handler (a shell script appending
+``CONSUL_INDEX`` and the JSON it read on stdin, one line per run); the same changes are made, one at
+a time, each after both have handled the previous one; then the runs are compared one by one
+(parsed JSON, so member order does not matter; nothing else is normalised).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from consul_harness import ConsulAgent, find_consul
+from ctemplate_proc import COMMAND, run_ctemplate, wait_for
+
+RECORDER = """#!/bin/sh
+body=$(cat)
+printf '%s %s\\n' "$CONSUL_INDEX" "$body" >> "$1"
+"""
+
+
+class Watch:
+    """A watch process (consul's or ctemplate's) whose handler records every run."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        out: Path,
+        env: dict[str, str] | None = None,
+        sort_tags: bool = False,
+    ) -> None:
+        self.out = out
+        self.sort_tags = sort_tags  # /v1/catalog/services lists tags in no stable order
+        self.log = out.with_suffix(".log")
+        self._log = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            list(argv),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SHELL": "/bin/sh", **(env or {})},
+        )
+
+    def runs(self) -> list[tuple[int, Any]]:
+        try:
+            text = self.out.read_text()
+        except FileNotFoundError:
+            return []
+        runs = []
+        for line in text.splitlines():
+            index, _, body = line.partition(" ")
+            data = json.loads(body)
+            if self.sort_tags and isinstance(data, dict):
+                data = {name: sorted(tags) for name, tags in data.items()}
+            runs.append((int(index), data))
+        return runs
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def recorder(tmp_path: Path) -> Path:
+    path = tmp_path / "record.sh"
+    path.write_text(RECORDER)
+    return path
+
+
+@pytest.fixture
+def watches() -> Iterator[list[Watch]]:
+    started: list[Watch] = []
+    yield started
+    for w in started:
+        w.stop()
+
+
+def start_pair(
+    agent: ConsulAgent,
+    args: Sequence[str],
+    recorder: Path,
+    tmp_path: Path,
+    watches: list[Watch],
+) -> tuple[Watch, Watch]:
+    addr = ["-http-addr", agent.http_addr]
+    consul = Watch(
+        [find_consul(), "watch", *addr, *args, "sh", str(recorder), str(tmp_path / "consul.out")],
+        tmp_path / "consul.out",
+        sort_tags="services" in args,
+    )
+    ours = Watch(
+        [*COMMAND, "watch", *addr, *args, "sh", str(recorder), str(tmp_path / "ours.out")],
+        tmp_path / "ours.out",
+    )
+    watches.extend([consul, ours])
+    return consul, ours
+
+
+def settle(consul: Watch, ours: Watch, at_least: int, what: str) -> None:
+    """Wait until both handled ``at_least`` runs and agree, then give a late run time to come."""
+
+    def agreed() -> bool:
+        a, b = consul.runs(), ours.runs()
+        return len(a) >= at_least and a == b
+
+    with contextlib.suppress(AssertionError):  # the comparison below shows the difference
+        wait_for(agreed, timeout=20, what=what)
+    time.sleep(0.4)
+    assert ours.runs() == consul.runs(), (
+        f"{what}:\nconsul watch: {consul.runs()}\nctemplate:    {ours.runs()}\n"
+        f"ctemplate log:\n{ours.log.read_text()}"
+    )
+
+
+def run_sequence(
+    consul: Watch, ours: Watch, steps: Sequence[tuple[str, Callable[[], object], int]]
+) -> None:
+    settle(consul, ours, 1, "the run at start")
+    expected = len(consul.runs())
+    for what, change, runs in steps:
+        change()
+        expected += runs
+        settle(consul, ours, expected, what)
+
+
+def test_key(
+    consul: ConsulAgent, unique: str, recorder: Path, tmp_path: Path, watches: list[Watch]
+) -> None:
+    key = f"{unique}/watched"
+    c, o = start_pair(consul, ["-type", "key", "-key", key], recorder, tmp_path, watches)
+    run_sequence(
+        c,
+        o,
+        [
+            ("put v1", lambda: consul.put_kv(key, "v1"), 1),
+            ("put v2", lambda: consul.put_kv(key, "v2"), 1),
+            ("an unrelated key", lambda: consul.put_kv(f"{unique}/other", "x"), 0),
+            ("flags", lambda: consul.put_kv(key, "v2", flags=42), 1),
+            ("delete", lambda: consul.delete_kv(key), 1),
+        ],
+    )
+    runs = o.runs()
+    assert runs[0][1] is None
+    assert base64.b64decode(runs[1][1]["Value"]) == b"v1"
+    assert runs[-1][1] is None
+
+
+def test_keyprefix(
+    consul: ConsulAgent, unique: str, recorder: Path, tmp_path: Path, watches: list[Watch]
+) -> None:
+    prefix = f"{unique}/p/"
+    c, o = start_pair(
+        consul, ["-type", "keyprefix", "-prefix", prefix], recorder, tmp_path, watches
+    )
+    run_sequence(
+        c,
+        o,
+        [
+            ("put a", lambda: consul.put_kv(prefix + "a", "1"), 1),
+            ("put b/c", lambda: consul.put_kv(prefix + "b/c", "2"), 1),
+            ("outside", lambda: consul.put_kv(f"{unique}/q/a", "3"), 0),
+            ("delete a", lambda: consul.delete_kv(prefix + "a"), 1),
+            ("delete all", lambda: consul.delete_kv(prefix, recurse=True), 1),
+        ],
+    )
+    assert [p["Key"] for p in o.runs()[2][1]] == [prefix + "a", prefix + "b/c"]
+
+
+def _catalog(agent: ConsulAgent, body: dict[str, Any], dereg: bool = False) -> None:
+    path = "/v1/catalog/deregister" if dereg else "/v1/catalog/register"
+    resp = agent.request("PUT", path, json=body)
+    assert resp.status_code == 200, resp.text
+
+
+def test_services_nodes_service_checks(
+    consul_agent_factory: Callable[..., ConsulAgent],
+    unique: str,
+    recorder: Path,
+    tmp_path: Path,
+    watches: list[Watch],
+) -> None:
+    """The catalog types, on an agent of their own (they see every service and node)."""
+    agent = consul_agent_factory()
+    svc = f"web-{unique}"
+    pairs = []
+    for name, args in (
+        ("services", ["-type", "services"]),
+        ("nodes", ["-type", "nodes"]),
+        ("service", ["-type", "service", "-service", svc]),
+        ("service-tag", ["-type", "service", "-service", svc, "-tag", "blue"]),
+        ("service-passing", ["-type", "service", "-service", svc, "-passingonly=true"]),
+        ("checks", ["-type", "checks", "-service", svc]),
+        ("checks-critical", ["-type", "checks", "-state", "critical"]),
+    ):
+        d = tmp_path / name
+        d.mkdir()
+        pairs.append((name, *start_pair(agent, args, recorder, d, watches)))
+    for name, c, o in pairs:
+        settle(c, o, 1, f"{name}: the run at start")
+
+    def node(name: str, status: str, tags: list[str]) -> dict[str, Any]:
+        return {
+            "Node": name,
+            "Address": "127.0.0.9",
+            "Service": {"ID": f"{svc}-{name}", "Service": svc, "Tags": tags, "Port": 80},
+            "Check": {
+                "CheckID": f"{svc}-{name}",
+                "Name": "alive",
+                "Status": status,
+                "ServiceID": f"{svc}-{name}",
+            },
+        }
+
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("register n1", lambda: _catalog(agent, node("n1", "passing", ["blue"]))),
+        ("register n2", lambda: _catalog(agent, node("n2", "critical", ["green"]))),
+        ("n2 passes", lambda: _catalog(agent, node("n2", "passing", ["green"]))),
+        ("n1 retagged", lambda: _catalog(agent, node("n1", "passing", ["green", "x"]))),
+        ("n1 fails", lambda: _catalog(agent, node("n1", "critical", ["green", "x"]))),
+        ("n2 gone", lambda: _catalog(agent, {"Node": "n2"}, dereg=True)),
+    ]
+    for what, change in steps:
+        change()
+        for name, c, o in pairs:
+            time.sleep(0.1)
+            settle(c, o, 1, f"{name}: after {what}")
+    for name, _c, o in pairs:
+        assert len(o.runs()) >= 2 or name in ("service-tag",), name
+
+
+def test_event(
+    consul: ConsulAgent, unique: str, recorder: Path, tmp_path: Path, watches: list[Watch]
+) -> None:
+    name = f"ev-{unique}"
+    c, o = start_pair(consul, ["-type", "event", "-name", name], recorder, tmp_path, watches)
+
+    def fire(event: str, payload: str = "", **filters: str) -> Callable[[], object]:
+        return lambda: consul.request(
+            "PUT", f"/v1/event/fire/{event}", params=filters, content=payload.encode()
+        )
+
+    run_sequence(
+        c,
+        o,
+        [
+            ("first", fire(name), 1),
+            ("payload", fire(name, "hi there"), 1),
+            ("another name", fire(f"other-{unique}"), 0),
+            ("third", fire(name, "3"), 1),
+        ],
+    )
+    runs = o.runs()
+    assert runs[0][1] == []
+    assert [base64.b64decode(r[1][0]["Payload"] or "") for r in runs[1:]] == [
+        b"",
+        b"hi there",
+        b"3",
+    ]
+
+
+def test_without_handler_prints_once_like_consul(consul: ConsulAgent, unique: str) -> None:
+    consul.put_kv(f"{unique}/k", "hello")
+    args = ["-http-addr", consul.http_addr, "-type", "keyprefix", "-prefix", f"{unique}/"]
+    ours = run_ctemplate(["watch", *args])
+    theirs = subprocess.run(
+        [find_consul(), "watch", *args], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert ours.returncode == 0, ours.stderr
+    assert json.loads(ours.stdout) == json.loads(theirs.stdout)
+    assert ours.stdout.startswith("[\n    {")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-type", "bogus"], 'type "bogus" is not one of key, keyprefix'),
+        (["-type", "key"], "a key watch needs key"),
+        (["-type", "checks", "-service", "a", "-state", "passing"], "service or state, not both"),
+        (["-type", "key", "-key"], "flag -key: missing value"),
+        (["-tpye", "key"], "unknown flag -tpye (did you mean -type?)"),
+        (["-type", "service", "-service", "x", "-passingonly", "maybe"], "flag -passingonly"),
+    ],
+)
+def test_bad_flags_one_line_exit_13(args: list[str], message: str) -> None:
+    result = run_ctemplate(["watch", *args])
+    assert result.returncode == 13
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("ctemplate: error: ")
+    assert message in result.stderr
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie (an orphan's zombie may stay unreaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_hung_handler_killed_at_timeout_and_next_change_runs(
+    consul: ConsulAgent, unique: str, tmp_path: Path
+) -> None:
+    key = f"{unique}/hang"
+    log = tmp_path / "runs"
+    child = tmp_path / "child.pid"
+    # Each run records its value; the run of "hang" starts a child in its group and blocks.
+    script = tmp_path / "h.sh"
+    script.write_text(
+        f"""#!/bin/sh
+body=$(cat)
+echo "$body" >> {log}
+case "$body" in *aGFuZw*) sleep 300 & echo $! > {child}; wait;; esac
+"""
+    )
+    w = Watch(
+        [
+            *COMMAND,
+            "watch",
+            "-http-addr",
+            consul.http_addr,
+            "-type",
+            "key",
+            "-key",
+            key,
+            "-timeout",
+            "1s",
+            "sh",
+            str(script),
+        ],
+        tmp_path / "unused",
+    )
+    try:
+        wait_for(lambda: log.exists(), what="the run at start")
+        consul.put_kv(key, "hang")
+        wait_for(lambda: child.exists(), what="the hanging run")
+        pid = int(child.read_text())
+        consul.put_kv(key, "next")
+        wait_for(lambda: "bmV4dA" in log.read_text(), timeout=20, what="the next run")
+        assert not _alive(pid)  # the handler's child went with its process group
+        wait_for(lambda: "timeout of 1s" in w.log.read_text(), what="the report")
+        assert w.proc.poll() is None  # the watch carries on
+    finally:
+        w.stop()
+
+
+def test_skip_initial_and_state_file_across_restart(
+    consul: ConsulAgent, unique: str, recorder: Path, tmp_path: Path
+) -> None:
+    key = f"{unique}/st"
+    consul.put_kv(key, "v1")
+    out = tmp_path / "out"
+    base = [*COMMAND, "watch", "-http-addr", consul.http_addr, "-type", "key", "-key", key]
+
+    w = Watch([*base, "-skip-initial", "sh", str(recorder), str(out)], out)
+    try:
+        time.sleep(2)
+        assert w.runs() == []  # nothing at start
+        consul.put_kv(key, "v2")
+        wait_for(lambda: len(w.runs()) == 1, what="the run after a change")
+    finally:
+        w.stop()
+    out.unlink()
+
+    state = tmp_path / "key.state"
+    w = Watch([*base, "-state-file", str(state), "sh", str(recorder), str(out)], out)
+    try:
+        wait_for(lambda: len(w.runs()) == 1, what="the first run, no state yet")
+        wait_for(state.exists, what="the state file")
+    finally:
+        w.stop()
+    w = Watch([*base, "-state-file", str(state), "sh", str(recorder), str(out)], out)
+    try:
+        time.sleep(2)
+        assert len(w.runs()) == 1  # unchanged data: no run after the restart
+        consul.put_kv(key, "v3")
+        wait_for(lambda: len(w.runs()) == 2, what="the run after a change")
+    finally:
+        w.stop()
+    consul.put_kv(key, "v4")  # changed while stopped
+    w = Watch([*base, "-state-file", str(state), "sh", str(recorder), str(out)], out)
+    try:
+        wait_for(lambda: len(w.runs()) == 3, what="the run for a change made while stopped")
+        assert base64.b64decode(w.runs()[-1][1]["Value"]) == b"v4"
+    finally:
+        w.stop()
+
+
+def test_event_state_file_hands_only_new_events(
+    consul: ConsulAgent, unique: str, recorder: Path, tmp_path: Path
+) -> None:
+    name = f"st-{unique}"
+    out = tmp_path / "out"
+    state = tmp_path / "ev.state"
+    argv = [*COMMAND, "watch", "-http-addr", consul.http_addr, "-type", "event", "-name", name,
+            "-state-file", str(state), "sh", str(recorder), str(out)]  # fmt: skip
+    consul.request("PUT", f"/v1/event/fire/{name}", content=b"one")
+    w = Watch(argv, out)
+    try:
+        wait_for(lambda: len(w.runs()) == 1, what="the buffer at start")
+        wait_for(state.exists, what="the state file")
+    finally:
+        w.stop()
+    consul.request("PUT", f"/v1/event/fire/{name}", content=b"two")
+    w = Watch(argv, out)
+    try:
+        wait_for(lambda: len(w.runs()) == 2, what="the new event")
+        time.sleep(1)
+        runs = w.runs()
+        assert len(runs) == 2
+        assert [base64.b64decode(e["Payload"]) for e in runs[1][1]] == [b"two"]
+    finally:
+        w.stop()
+
+
+def _lines(w: Watch) -> list[Any]:
+    return [json.loads(line) for line in w.log.read_text().splitlines() if line.strip()]
+
+
+def test_workshop_step8(
+    consul_agent_factory: Callable[..., ConsulAgent],
+    unique: str,
+    tmp_path: Path,
+    watches: list[Watch],
+) -> None:
+    """Step 8 of the workshop: the `hello` event watch and the `pepabo/` keyprefix watch, on a
+    back node and a front node joined to a server, with ``consul watch`` beside ctemplate."""
+    server = consul_agent_factory(node_name=f"srv-{unique}")
+    join = f"-join=127.0.0.1:{server.ports['serf_lan']}"
+
+    def client(name: str) -> ConsulAgent:
+        data = tmp_path / name
+        data.mkdir()
+        return consul_agent_factory(
+            node_name=name, extra_args=["-server=false", f"-data-dir={data}", join]
+        )
+
+    back, front = client(f"back-{unique}"), client(f"front-{unique}")
+    jq = ["jq", "-c", "."]
+
+    def watch(agent: ConsulAgent, who: str, args: list[str]) -> Watch:
+        program = [find_consul()] if who == "consul" else COMMAND
+        name = f"{who}-{agent.node_name}-{args[1]}"
+        w = Watch([*program, "watch", "-http-addr", agent.http_addr, *args, *jq],
+                  tmp_path / f"{name}.out")  # fmt: skip
+        watches.append(w)
+        return w
+
+    hello = ["-type", "event", "-name", "hello"]
+    ours_back, consul_back = watch(back, "ours", hello), watch(back, "consul", hello)
+    ours_front = watch(front, "ours", hello)
+    for w in (ours_back, consul_back, ours_front):
+        wait_for(lambda w=w: w.log.exists() and _lines(w) == [[]], what="[] at start")
+    assert ours_back.log.read_text().splitlines()[0] == "[]"
+
+    def event(*args: str) -> None:
+        fired = run_ctemplate(["event", "-http-addr", front.http_addr, *args])
+        assert fired.returncode == 0, fired.stderr
+        assert fired.stdout.startswith("Event ID: ")
+
+    event("-name", "hello")
+    event("-name", "hello", "I am consul!!")
+    event("-name", "not-hello")
+    event("-name", "hello", "-node", "back.*")
+    wait_for(lambda: len(_lines(ours_back)) == 4, what="three hello events on back")
+    wait_for(lambda: len(_lines(consul_back)) == 4, what="consul watch: three on back")
+    wait_for(lambda: len(_lines(ours_front)) == 3, what="two hello events on front")
+    time.sleep(1)
+    back_runs = _lines(ours_back)
+    assert back_runs == _lines(consul_back)
+    assert [e["Name"] for run in back_runs[1:] for e in run] == ["hello"] * 3
+    assert back_runs[2][0]["Payload"] == "SSBhbSBjb25zdWwhIQ=="
+    assert back_runs[3][0]["NodeFilter"] == "back.*"
+    assert _lines(ours_front) == back_runs[:3]  # back.* never reached front
+
+    prefix = ["-type", "keyprefix", "-prefix", "pepabo/"]
+    ours_kv, consul_kv = watch(back, "ours", prefix), watch(back, "consul", prefix)
+    for w in (ours_kv, consul_kv):
+        wait_for(lambda w=w: w.log.exists() and _lines(w) == [None], what="null at start")
+    curls = [
+        ("PUT", "pepabo/hi", 2),
+        ("PUT", "pepabo/foo/bar", 3),
+        ("PUT", "not-pepabo/hi", 3),
+        ("DELETE", "pepabo/hi", 4),
+    ]
+    for method, key, runs in curls:
+        resp = front.request(method, f"/v1/kv/{key}", content=b"sample")
+        assert resp.status_code == 200
+        wait_for(lambda runs=runs: len(_lines(ours_kv)) == runs, what=f"{method} {key}")
+        wait_for(lambda runs=runs: len(_lines(consul_kv)) == runs, what=f"consul: {key}")
+    time.sleep(0.5)
+    kv_runs = _lines(ours_kv)
+    assert kv_runs == _lines(consul_kv)
+    assert [[p["Key"] for p in run or ()] for run in kv_runs] == [
+        [],
+        ["pepabo/hi"],
+        ["pepabo/foo/bar", "pepabo/hi"],
+        ["pepabo/foo/bar"],
+    ]
