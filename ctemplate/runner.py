@@ -20,17 +20,18 @@ import shlex
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import status
 from .config import Config, TemplateConfig, WaitConfig, parse_duration
 from .consul.client import ConsulClient, base_url
 from .consul.queries import Query
-from .consul.watch import Watcher, WatchSettings
+from .consul.watch import RESERVED_CONNECTIONS, Watcher, WatchSettings
 from .errors import CommandError, ConfigError, ConsulError, CtemplateError, RenderError
 from .language import local
 from .language.jinja import CompiledTemplate, Execution, TemplateEngine
+from .modes.daemon import WatchSet
 from .output.command import describe, run_command
 from .output.write import render
 
@@ -137,6 +138,7 @@ class Runner:
         self._units: list[_Unit] = []
         self._client: ConsulClient | None = None
         self._watcher: Watcher | None = None
+        self._watches = WatchSet(self._on_watch_error)  # the config's watch blocks
         self._file_watch: asyncio.Task[None] | None = None
         self._file_watch_stop: asyncio.Event | None = None
         self._stopping = asyncio.Event()  # set by a stop signal: interrupts running commands
@@ -157,9 +159,21 @@ class Runner:
     def _start_consul(self, config: Config) -> None:
         settings = _watch_settings(config)
         self._client = ConsulClient(config.consul, max_connections=settings.max_connections)
-        self._watcher = Watcher(self._client, settings, self._on_change, self._on_watch_error)
+        # Each watch block holds one long poll: the templates plan within what is left.
+        watches = () if config.once else config.watches
+        budget = replace(settings, max_connections=max(1, settings.max_connections - len(watches)))
+        self._watcher = Watcher(self._client, budget, self._on_change, self._on_watch_error)
+        if watches and budget.max_connections - RESERVED_CONNECTIONS < 1:
+            log.warning(
+                "(watch) %d watch blocks leave no long poll for templates within "
+                "consul.max_connections = %d; raise it",
+                len(watches),
+                settings.max_connections,
+            )
+        self._watches.start(watches, self._client, settings)
 
     async def _stop_consul(self) -> None:
+        await self._watches.stop()
         if self._watcher:
             await self._watcher.stop()
         if self._client:
@@ -568,7 +582,11 @@ class Runner:
                 unit.timer.cancel()
         old = self.config
         self.config = config
-        if (config.consul, _watch_settings(config)) != (old.consul, _watch_settings(old)):
+        if (config.consul, _watch_settings(config), config.watches) != (
+            old.consul,
+            _watch_settings(old),
+            old.watches,
+        ):
             await self._stop_consul()
             self._start_consul(config)
         # Executions still running keep their unit's place (one at a time per destination) and
@@ -690,7 +708,7 @@ class Runner:
             failed_requests=client.failed_requests if client else 0,
             watched_queries=len(queries),
         )
-        return status.Snapshot(consul, tuple(templates))
+        return status.Snapshot(consul, tuple(templates), self._watches.stats())
 
     # --- pid file -------------------------------------------------------------------------
 
@@ -712,8 +730,6 @@ class Runner:
 
 
 def _keep_modes(config: Config, old: Config) -> Config:
-    from dataclasses import replace
-
     return replace(config, once=old.once, dry=old.dry)
 
 
@@ -723,6 +739,8 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
     Returns the exit status; a fatal error (see :meth:`Runner.run`) is raised as a
     :class:`CtemplateError` whose message is the one line to show.
     """
-    if not config.templates:
-        raise ConfigError("no templates: give -template src:dest or a config file with template {}")
+    if not config.templates and not config.watches:
+        raise ConfigError(
+            "no templates: give -template src:dest or a config file with template {} or watch {}"
+        )
     return await Runner(config, reload).run()

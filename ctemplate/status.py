@@ -26,6 +26,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .errors import ConfigError
 
@@ -62,10 +63,23 @@ class ConsulState:
     watched_queries: int = 0
 
 
+class WatchState(Protocol):
+    """A watch block's figures (``modes.watch.WatchStats``)."""
+
+    name: str
+    query: str
+    runs: int
+    failures: int
+    seconds: float
+    last_index: int
+    last_error: str
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     consul: ConsulState
     templates: tuple[TemplateState, ...] = field(default_factory=tuple)
+    watches: tuple[WatchState, ...] = field(default_factory=tuple)
 
     @property
     def healthy(self) -> bool:
@@ -92,6 +106,17 @@ def health(snap: Snapshot) -> dict[str, object]:
                 "last_rendered": t.last_rendered,
             }
             for t in snap.templates
+        ],
+        "watches": [
+            {
+                "watch": w.name,
+                "query": w.query,
+                "runs": w.runs,
+                "failures": w.failures,
+                "last_index": w.last_index,
+                "error": w.last_error or None,
+            }
+            for w in snap.watches
         ],
     }
 
@@ -179,6 +204,28 @@ def metrics(snap: Snapshot) -> str:
         "counter",
         "Seconds spent running commands.",
         lambda t: t.command_seconds,
+    )
+
+    def per_watch(name: str, kind: str, text: str, get: Callable[[WatchState], float]) -> None:
+        labels = '{{watch="{}",query="{}"}}'
+        samples = [(labels.format(_label(w.name), _label(w.query)), get(w)) for w in snap.watches]
+        family(name, kind, text, samples)
+
+    per_watch("watch_runs_total", "counter", "Watch handler runs.", lambda w: w.runs)
+    per_watch(
+        "watch_failures_total",
+        "counter",
+        "Watch handler runs that failed or ran past their timeout.",
+        lambda w: w.failures,
+    )
+    per_watch(
+        "watch_seconds_total", "counter", "Seconds spent in watch handlers.", lambda w: w.seconds
+    )
+    per_watch(
+        "watch_last_index",
+        "gauge",
+        "The X-Consul-Index of the last change a watch saw.",
+        lambda w: w.last_index,
     )
     return "\n".join(lines) + "\n"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from ctemplate.errors import ConfigError
 
-from .model import TemplateConfig
+from .model import HttpHandlerConfig, TemplateConfig, WatchConfig
 from .values import (
     _WAIT_KEYS,
     IGNORED_KEYS,
@@ -63,6 +63,8 @@ _TOP_KEYS = (
     "reload_signal",
     "default_delimiters",
     "retry",
+    "watch",  # ctemplate's block form
+    "watches",  # Consul's agent-config form, accepted as is
 )
 _CONSUL_KEYS = ("address", "token", "token_file", "max_connections", "auth", "retry", "ssl")
 _AUTH_KEYS = ("enabled", "username", "password")
@@ -88,6 +90,30 @@ _TEMPLATE_KEYS = (
     "on_command_failure",
 )
 _DELIMITER_KEYS = ("left", "right")
+_WATCH_TYPES = ("key", "keyprefix", "services", "nodes", "service", "checks", "event")
+_WATCH_KEYS = (
+    "type",
+    "key",
+    "prefix",
+    "service",
+    "tag",
+    "passingonly",
+    "state",
+    "name",
+    "datacenter",
+    "token",
+    "stale",
+    "handler_type",
+    "args",
+    "handler",
+    "http_handler_config",
+    # ctemplate's own
+    "timeout",
+    "skip_initial",
+    "state_file",
+)
+_HTTP_HANDLER_KEYS = ("path", "method", "header", "timeout", "tls_skip_verify")
+_CHECK_STATES = ("any", "passing", "warning", "critical")
 
 # --------------------------------------------------------------------------------------------
 # Files
@@ -158,7 +184,126 @@ class _FileReader:
             layer["templates"] = [
                 self.template(block, index) for index, block in enumerate(blocks, start=1)
             ]
+        watches: list[WatchConfig] = []
+        for key in ("watch", "watches"):
+            if key in top:
+                blocks = _blocks(top[key], self.where(key))
+                watches += [
+                    self.watch(block, f"{key}[{index}]")
+                    for index, block in enumerate(blocks, start=1)
+                ]
+        if watches:
+            layer["watches"] = watches
         return layer
+
+    def watch(self, value: dict[str, Any], keypath: str) -> WatchConfig:
+        """One watch in ctemplate's ``watch { ... }`` or Consul's ``watches = [{ ... }]`` form."""
+        block = self.keys(value, generic="watch", keypath=keypath, known=_WATCH_KEYS)
+        origin = self.where(keypath)
+
+        def where(key: str) -> str:
+            return f"{origin}.{key}"
+
+        options: dict[str, Any] = {"origin": origin}
+        for key in ("type", "key", "prefix", "service", "state", "name", "datacenter"):
+            if key in block:
+                options[key] = _parse_str(block[key], where=where(key))
+        if "token" in block:
+            options["token"] = _parse_str(block["token"], where=where("token"))
+        kind = options.get("type", "")
+        if kind not in _WATCH_TYPES:
+            problem = f"{_quote(kind)} is not a watch type" if kind else "is required"
+            raise ConfigError(f"{where('type')}: {problem}; use one of {', '.join(_WATCH_TYPES)}")
+        needs = {"key": "key", "keyprefix": "prefix", "service": "service"}.get(kind)
+        if needs and not options.get(needs):
+            raise ConfigError(f"{where(needs)}: a {kind} watch needs {needs}")
+        if kind == "checks" and options.get("service") and options.get("state"):
+            raise ConfigError(f"{origin}: a checks watch takes service or state, not both")
+        if options.get("state") and options["state"] not in _CHECK_STATES:
+            raise ConfigError(
+                f"{where('state')}: {_quote(options['state'])} is not one of "
+                + ", ".join(_CHECK_STATES)
+            )
+        if "tag" in block:  # a string, or a list of them (Consul accepts both)
+            tags = block["tag"]
+            if isinstance(tags, str):
+                tags = [tags]
+            options["tags"] = tuple(_parse_patterns(tags, where=where("tag")))
+        for key in ("passingonly", "stale", "skip_initial"):
+            if key in block:
+                options[key] = parse_bool(block[key], where=where(key))
+        if "timeout" in block:
+            options["timeout"] = parse_duration(block["timeout"], where=where("timeout"))
+        if "state_file" in block:
+            options["state_file"] = _parse_nonempty(block["state_file"], where=where("state_file"))
+        handler_type = _parse_str(block.get("handler_type", "script"), where=where("handler_type"))
+        if handler_type not in ("script", "http"):
+            raise ConfigError(
+                f'{where("handler_type")}: {_quote(handler_type)} must be "script" or "http"'
+            )
+        options["handler_type"] = handler_type
+        if "args" in block:
+            args = block["args"]
+            if not (isinstance(args, list) and args and all(isinstance(a, str) for a in args)):
+                raise ConfigError(
+                    f'{where("args")}: expected a non-empty list of strings, e.g. ["/bin/handler"]'
+                )
+            options["args"] = tuple(args)
+        if "handler" in block:
+            options["handler"] = _parse_nonempty(block["handler"], where=where("handler"))
+        if handler_type == "script":
+            if "args" in options and "handler" in options:
+                raise ConfigError(f"{origin}: set args or handler, not both")
+            if "args" not in options and "handler" not in options:
+                raise ConfigError(
+                    f'{origin}: a script watch needs args = ["/path/to/handler", ...]'
+                )
+            if "http_handler_config" in block:
+                raise ConfigError(
+                    f'{where("http_handler_config")}: only with handler_type = "http"'
+                )
+        else:
+            if "args" in options or "handler" in options:
+                raise ConfigError(f'{origin}: args and handler are for handler_type = "script"')
+            if "http_handler_config" not in block:
+                raise ConfigError(f'{origin}: handler_type = "http" needs http_handler_config')
+            options["http"] = self.http_handler(block["http_handler_config"], keypath)
+        return WatchConfig(**options)
+
+    def http_handler(self, value: object, keypath: str) -> HttpHandlerConfig:
+        keypath = f"{keypath}.http_handler_config"
+        block = self.keys(
+            value, generic="watch.http_handler_config", keypath=keypath, known=_HTTP_HANDLER_KEYS
+        )
+
+        def where(key: str) -> str:
+            return self.where(f"{keypath}.{key}")
+
+        path = _parse_nonempty(block.get("path", ""), where=where("path"))
+        if not path.lower().startswith(("http://", "https://")):
+            raise ConfigError(f"{where('path')}: expected an http:// or https:// URL")
+        options: dict[str, Any] = {"path": path}
+        if "method" in block:
+            options["method"] = _parse_nonempty(block["method"], where=where("method")).upper()
+        if "timeout" in block:
+            options["timeout"] = parse_duration(block["timeout"], where=where("timeout"))
+        if "tls_skip_verify" in block:
+            options["tls_skip_verify"] = parse_bool(
+                block["tls_skip_verify"], where=where("tls_skip_verify")
+            )
+        if "header" in block:
+            header = _single_block(block["header"], where("header"))
+            pairs: list[tuple[str, tuple[str, ...]]] = []
+            for name, values in header.items():
+                if isinstance(values, str):
+                    values = [values]
+                if not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
+                    raise ConfigError(
+                        f'{where("header")}.{name}: expected a list of strings, e.g. ["value"]'
+                    )
+                pairs.append((str(name), tuple(values)))
+            options["header"] = tuple(pairs)
+        return HttpHandlerConfig(**options)
 
     def consul(self, value: object) -> dict[str, Any]:
         block = self.keys(value, generic="consul", keypath="consul", known=_CONSUL_KEYS)
@@ -313,6 +458,8 @@ _ALL_KEYS = frozenset(
         *_TEMPLATE_KEYS,
         *_WAIT_KEYS,
         *_DELIMITER_KEYS,
+        *_WATCH_KEYS,
+        *_HTTP_HANDLER_KEYS,
         *(key.rpartition(".")[2] for key in IGNORED_KEYS),
         *("true", "false", "null", "if", "in", "for", "for_each", "else", "endif", "endfor"),
     }

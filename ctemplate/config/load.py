@@ -181,6 +181,7 @@ def _build(merged: dict[str, Any]) -> Config:
             ssl=SSLConfig(**consul.get("ssl", {})),
         ),
         templates=tuple(merged.get("templates", ())),
+        watches=tuple(merged.get("watches", ())),
         wait=wait if wait is not None and wait.min else None,
         max_stale=merged.get("max_stale", _DEFAULTS.max_stale),
         block_query_wait=merged.get("block_query_wait", _DEFAULTS.block_query_wait),

@@ -444,13 +444,13 @@ def _finish_consul(consul: dict[str, Any], *, address_where: str, auto_ssl: bool
 
 
 def _merge(base: dict[str, Any], upper: dict[str, Any]) -> None:
-    """Merge ``upper`` into ``base``: maps key by key, templates appended, anything else
+    """Merge ``upper`` into ``base``: maps key by key, templates and watches appended, anything else
     replaced. A layer that sets consul ``token`` or ``token_file`` replaces both."""
     if "token" in upper or "token_file" in upper:
         for key in ("token", "token_file", "_token_file_where"):
             base.pop(key, None)
     for key, value in upper.items():
-        if key == "templates":
+        if key in ("templates", "watches"):
             base[key] = [*base.get(key, []), *value]
         elif isinstance(value, dict) and isinstance(base.get(key), dict):
             _merge(base[key], value)

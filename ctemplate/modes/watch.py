@@ -215,7 +215,8 @@ def identity(w: WatchConfig) -> str:
 class WatchStats:
     """What /health and /metrics show of one watch (mutable, updated by its loop)."""
 
-    name: str
+    name: str  # where the watch was declared ("ct.hcl: watch[1]")
+    query: str  # what it watches ("keyprefix(pepabo/)")
     runs: int = 0
     failures: int = 0
     seconds: float = 0.0
@@ -255,7 +256,7 @@ class WatchLoop:
         self.settings = settings
         self.handler = handler
         self.name = watch.origin or identity(watch)
-        self.stats = WatchStats(identity(watch))
+        self.stats = WatchStats(self.name, identity(watch))
         self.first: Any = None
         self._pending: tuple[int, Any] | None = None
         self._runner: asyncio.Task[None] | None = None

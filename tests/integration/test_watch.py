@@ -29,6 +29,22 @@ printf '%s %s\\n' "$CONSUL_INDEX" "$body" >> "$1"
 """
 
 
+def read_runs(path: Path, *, sort_tags: bool = False) -> list[tuple[int, Any]]:
+    """The runs a recording handler wrote: (CONSUL_INDEX, the JSON it read)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    runs = []
+    for line in text.splitlines():
+        index, _, body = line.partition(" ")
+        data = json.loads(body)
+        if sort_tags and isinstance(data, dict):
+            data = {name: sorted(tags) for name, tags in data.items()}
+        runs.append((int(index), data))
+    return runs
+
+
 class Watch:
     """A watch process (consul's or ctemplate's) whose handler records every run."""
 
@@ -51,18 +67,7 @@ class Watch:
         )
 
     def runs(self) -> list[tuple[int, Any]]:
-        try:
-            text = self.out.read_text()
-        except FileNotFoundError:
-            return []
-        runs = []
-        for line in text.splitlines():
-            index, _, body = line.partition(" ")
-            data = json.loads(body)
-            if self.sort_tags and isinstance(data, dict):
-                data = {name: sorted(tags) for name, tags in data.items()}
-            runs.append((int(index), data))
-        return runs
+        return read_runs(self.out, sort_tags=self.sort_tags)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
