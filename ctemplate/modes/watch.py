@@ -103,7 +103,7 @@ def validate(w: WatchConfig) -> None:
 def request(w: WatchConfig) -> tuple[str, dict[str, str | list[str]]]:
     """The endpoint and parameters of a watch's query."""
     params: dict[str, str | list[str]] = {}
-    if w.datacenter and w.type != "event":
+    if w.datacenter:
         params["dc"] = w.datacenter
     if w.type == "key":
         return f"/v1/kv/{quote(w.key)}", params
