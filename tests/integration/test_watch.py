@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -517,3 +518,61 @@ def test_workshop_step8(
         ["pepabo/foo/bar", "pepabo/hi"],
         ["pepabo/foo/bar"],
     ]
+
+
+def test_runs_never_overlap_and_changes_during_a_run_are_coalesced(
+    consul: ConsulAgent, unique: str, tmp_path: Path
+) -> None:
+    """A slow handler: five changes during its first run give one more run, with the newest data
+    (a key) or with every event that arrived (an event watch)."""
+    key, name = f"{unique}/slow", f"slow-{unique}"
+    spans = {kind: tmp_path / f"{kind}.spans" for kind in ("key", "event")}
+    script = tmp_path / "slow.sh"
+    script.write_text(
+        """#!/bin/sh
+start=$(date +%s.%N)
+body=$(cat)
+sleep 1.5
+printf '%s %s %s\\n' "$start" "$(date +%s.%N)" "$body" >> "$1"
+"""
+    )
+    base = [*COMMAND, "watch", "-http-addr", consul.http_addr]
+    procs = [
+        Watch([*base, "-type", "key", "-key", key, "sh", str(script), str(spans["key"])],
+              spans["key"]),
+        Watch([*base, "-type", "event", "-name", name, "sh", str(script), str(spans["event"])],
+              spans["event"]),
+    ]  # fmt: skip
+
+    def spans_of(kind: str) -> list[tuple[float, float, Any]]:
+        if not spans[kind].exists():
+            return []
+        rows = []
+        for line in spans[kind].read_text().splitlines():
+            start, end, body = line.split(" ", 2)
+            rows.append((float(start), float(end), json.loads(body)))
+        return rows
+
+    try:
+        wait_for(lambda: spans["key"].exists() and spans["event"].exists(), what="runs at start")
+        consul.put_kv(key, "first")
+        consul.request("PUT", f"/v1/event/fire/{name}", content=b"e0")
+        time.sleep(0.5)  # the second runs are under way
+        for i in range(1, 6):
+            consul.put_kv(key, f"v{i}")
+            consul.request("PUT", f"/v1/event/fire/{name}", content=f"e{i}".encode())
+            time.sleep(0.1)
+        wait_for(lambda: len(spans_of("key")) >= 3 and len(spans_of("event")) >= 3, timeout=20,
+                 what="the coalesced runs")  # fmt: skip
+        time.sleep(2.5)  # a wrong extra run would have finished by now
+        for kind in ("key", "event"):
+            rows = spans_of(kind)
+            assert len(rows) == 3, (kind, rows)
+            for before, after in itertools.pairwise(rows):
+                assert after[0] >= before[1], f"{kind}: runs overlap: {rows}"
+        assert base64.b64decode(spans_of("key")[2][2]["Value"]) == b"v5"
+        payloads = [base64.b64decode(e["Payload"]) for e in spans_of("event")[2][2]]
+        assert payloads == [f"e{i}".encode() for i in range(1, 6)]
+    finally:
+        for w in procs:
+            w.stop()
