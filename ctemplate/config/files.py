@@ -15,7 +15,7 @@ from typing import Any
 
 from ctemplate.errors import ConfigError
 
-from .model import HttpHandlerConfig, TemplateConfig, WatchConfig
+from .model import WATCH_TYPE_PARAMS, HttpHandlerConfig, TemplateConfig, WatchConfig
 from .values import (
     _WAIT_KEYS,
     IGNORED_KEYS,
@@ -217,6 +217,9 @@ class _FileReader:
         needs = {"key": "key", "keyprefix": "prefix", "service": "service"}.get(kind)
         if needs and not options.get(needs):
             raise ConfigError(f"{where(needs)}: a {kind} watch needs {needs}")
+        for key in ("key", "prefix", "service", "tag", "passingonly", "state", "name", "stale"):
+            if key in block and key not in WATCH_TYPE_PARAMS[kind]:
+                raise ConfigError(f"{where(key)}: does not apply to a {kind} watch; remove it")
         if kind == "checks" and options.get("service") and options.get("state"):
             raise ConfigError(f"{origin}: a checks watch takes service or state, not both")
         if options.get("state") and options["state"] not in _CHECK_STATES:

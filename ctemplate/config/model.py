@@ -94,6 +94,19 @@ class HttpHandlerConfig:
     tls_skip_verify: bool = False
 
 
+# The parameters each watch type takes besides the common ones (datacenter, token, handler...),
+# as Consul's api/watch: any other one is an error there ("Invalid parameters").
+WATCH_TYPE_PARAMS: dict[str, tuple[str, ...]] = {
+    "key": ("key", "stale"),
+    "keyprefix": ("prefix", "stale"),
+    "services": ("stale",),
+    "nodes": ("stale",),
+    "service": ("service", "tag", "passingonly", "stale"),
+    "checks": ("service", "state", "stale"),
+    "event": ("name",),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class WatchConfig:
     """One watch, as ``consul watch`` takes it: a type, its parameters and a handler.

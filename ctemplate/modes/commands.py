@@ -197,7 +197,7 @@ def _watch_config(values: dict[str, Any], rest: list[str]) -> WatchConfig:
         timeout=timeout,
         skip_initial=bool(values.get("skip_initial", False)),
         state_file=text("state_file"),
-        origin=f"-type {text('type')}" if values.get("type") else "ctemplate watch",
+        origin="ctemplate watch",
     )
     from .watch import validate
 
@@ -249,8 +249,8 @@ async def _watch(watch: WatchConfig, config: Config) -> int:
     handler = make_handler(watch, passthrough=True)
     settings = _settings(config)
     if handler is None and not settings.retry_attempts:
-        # Printing once: give up after a while rather than wait forever for the agent.
-        settings = WatchSettings(**{**_asdict(settings), "retry_attempts": 12})
+        # Printing once: give up soon (consul watch fails at once) rather than wait for the agent.
+        settings = WatchSettings(**{**_asdict(settings), "retry_attempts": 2})
     client = ConsulClient(config.consul, max_connections=4)
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()

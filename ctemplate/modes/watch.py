@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 from tenacity import RetryError
 
-from ..config.model import WatchConfig
+from ..config.model import WATCH_TYPE_PARAMS, WatchConfig
 from ..consul.client import ConsulClient, ConsulResponse
 from ..consul.retry import WatchSettings, gave_up, retrying
 from ..errors import CommandError, ConfigError, ConsulError
@@ -83,6 +83,19 @@ def validate(w: WatchConfig) -> None:
     needs = {"key": "key", "keyprefix": "prefix", "service": "service"}.get(w.type)
     if needs and not getattr(w, needs):
         raise ConfigError(f"{where}: a {w.type} watch needs {needs}")
+    given = {
+        "key": bool(w.key),
+        "prefix": bool(w.prefix),
+        "service": bool(w.service),
+        "tag": bool(w.tags),
+        "passingonly": w.passingonly,
+        "state": bool(w.state),
+        "name": bool(w.name),
+        "stale": w.stale,
+    }
+    for name, set_ in given.items():
+        if set_ and name not in WATCH_TYPE_PARAMS[w.type]:
+            raise ConfigError(f"{where}: {name} does not apply to a {w.type} watch; remove it")
     if w.type == "checks":
         if w.service and w.state:
             raise ConfigError(f"{where}: a checks watch takes service or state, not both")

@@ -295,6 +295,7 @@ def test_without_handler_prints_once_like_consul(consul: ConsulAgent, unique: st
     ("args", "message"),
     [
         (["-type", "bogus"], 'type "bogus" is not one of key, keyprefix'),
+        (["-type", "key", "-key", "a", "-prefix", "b"], "prefix does not apply to a key watch"),
         (["-type", "key"], "a key watch needs key"),
         (["-type", "checks", "-service", "a", "-state", "passing"], "service or state, not both"),
         (["-type", "key", "-key"], "flag -key: missing value"),

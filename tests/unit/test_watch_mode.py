@@ -86,6 +86,10 @@ watches = [{
             "http_handler_config.path: expected an http:// or https:// URL",
         ),
         ('watch { type = "key"\n key = "k"\n args = ["x"]\n timeout = "soon" }', "timeout"),
+        (
+            'watch { type = "key"\n key = "k"\n prefix = "p/"\n args = ["x"] }',
+            "watch[1].prefix: does not apply to a key watch; remove it",
+        ),
     ],
 )
 def test_bad_watch_blocks(tmp_path: Path, text: str, message: str) -> None:
