@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from consul_harness import ConsulAgent, find_consul
 from ctemplate_proc import COMMAND, run_ctemplate, wait_for
+from test_tls import tls_agent as tls_agent  # the TLS agent fixture
 
 RECORDER = """#!/bin/sh
 body=$(cat)
@@ -577,3 +578,46 @@ printf '%s %s %s\\n' "$start" "$(date +%s.%N)" "$body" >> "$1"
     finally:
         for w in procs:
             w.stop()
+
+
+def test_environment_and_tls_flags_like_consul_watch(
+    tls_agent: tuple[ConsulAgent, int, Path], consul: ConsulAgent, unique: str
+) -> None:
+    """CONSUL_HTTP_ADDR / CONSUL_HTTP_TOKEN from the environment; Consul's TLS flags against an
+    agent that requires a client certificate."""
+    consul.put_kv(f"{unique}/env", "from env")
+    env = {"CONSUL_HTTP_ADDR": consul.http_addr, "CONSUL_HTTP_TOKEN": "anonymous-ok"}
+    ours = run_ctemplate(["watch", "-type", "key", "-key", f"{unique}/env"], env=env)
+    assert ours.returncode == 0, ours.stderr
+    assert base64.b64decode(json.loads(ours.stdout)["Value"]) == b"from env"
+
+    _agent, port, certs = tls_agent
+    args = [
+        "-http-addr", f"https://127.0.0.1:{port}",
+        "-ca-file", f"{certs}/consul-agent-ca.pem",
+        "-client-cert", f"{certs}/dc1-client-consul-0.pem",
+        "-client-key", f"{certs}/dc1-client-consul-0-key.pem",
+        "-tls-server-name", "server.dc1.consul",
+        "-type", "key", "-key", "tls/greeting",
+    ]  # fmt: skip
+    ours = run_ctemplate(["watch", *args])
+    # consul watch 1.8 passes its TLS flags only to its first request, not to the watch's own
+    # client (which reads the environment): the oracle gets them as CONSUL_* variables.
+    tls_env = {
+        "CONSUL_HTTP_ADDR": f"https://127.0.0.1:{port}",
+        "CONSUL_CACERT": f"{certs}/consul-agent-ca.pem",
+        "CONSUL_CLIENT_CERT": f"{certs}/dc1-client-consul-0.pem",
+        "CONSUL_CLIENT_KEY": f"{certs}/dc1-client-consul-0-key.pem",
+        "CONSUL_TLS_SERVER_NAME": "server.dc1.consul",
+    }
+    theirs = subprocess.run(
+        [find_consul(), "watch", "-type", "key", "-key", "tls/greeting"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, **tls_env},
+    )
+    assert ours.returncode == 0 and theirs.returncode == 0, (ours.stderr, theirs.stderr)
+    assert json.loads(ours.stdout) == json.loads(theirs.stdout)
+    assert base64.b64decode(json.loads(ours.stdout)["Value"]) == b"hello over TLS"
