@@ -621,3 +621,22 @@ def test_environment_and_tls_flags_like_consul_watch(
     assert ours.returncode == 0 and theirs.returncode == 0, (ours.stderr, theirs.stderr)
     assert json.loads(ours.stdout) == json.loads(theirs.stdout)
     assert base64.b64decode(json.loads(ours.stdout)["Value"]) == b"hello over TLS"
+
+
+def test_sigterm_stops_the_watch_and_its_running_handler(
+    consul: ConsulAgent, unique: str, tmp_path: Path
+) -> None:
+    child = tmp_path / "child.pid"
+    w = Watch(
+        [*COMMAND, "watch", "-http-addr", consul.http_addr, "-type", "key", "-key",
+         f"{unique}/t", "-timeout", "0", f"sleep 300 & echo $! > {child}; wait"],
+        tmp_path / "unused",
+    )  # fmt: skip
+    try:
+        wait_for(child.exists, what="the handler running")
+        pid = int(child.read_text())
+        w.proc.send_signal(signal.SIGTERM)
+        assert w.proc.wait(10) == 0
+        wait_for(lambda: not _alive(pid), timeout=5, what="the handler's child gone")
+    finally:
+        w.stop()

@@ -20,7 +20,7 @@ from test_watch import RECORDER, Watch, read_runs
 class Receiver:
     """A loopback HTTP server recording every request: (method, headers, JSON body)."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int = 200) -> None:
         self.requests: list[tuple[str, dict[str, str], Any]] = []
         received = self.requests
 
@@ -34,7 +34,7 @@ class Receiver:
             def _record(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 received.append((self.command, dict(self.headers), json.loads(body)))
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -179,3 +179,43 @@ def test_bad_watch_blocks_name_file_and_key(tmp_path: Path, body: str, message: 
     assert result.stderr.strip() == f"ctemplate: error: {config}: {message}" or (
         message in result.stderr and result.stderr.count("\n") == 1
     ), result.stderr
+
+
+def test_failing_http_handler_is_counted_and_the_watch_goes_on(
+    consul: ConsulAgent, unique: str, tmp_path: Path
+) -> None:
+    failing = Receiver(status=500)
+    status = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "ct.json"
+    config.write_text(
+        json.dumps(
+            {
+                "consul": {"address": consul.http_addr},
+                "status_address": status,
+                "watches": [
+                    {
+                        "type": "key",
+                        "key": f"{unique}/k",
+                        "handler_type": "http",
+                        "http_handler_config": {"path": failing.url},
+                    }
+                ],
+            }
+        )
+    )
+    try:
+        with Daemon(["-config", str(config)]) as daemon:
+            wait_for(lambda: len(failing.requests) == 1, what="the run at start", log=daemon.log())
+            consul.put_kv(f"{unique}/k", "v")
+            wait_for(lambda: len(failing.requests) == 2, what="the next run", log=daemon.log())
+
+            def watch_doc() -> dict[str, Any]:
+                doc: dict[str, Any] = httpx.get(f"http://{status}/health").json()["watches"][0]
+                return doc
+
+            wait_for(lambda: watch_doc()["failures"] == 2, what="two failures", log=daemon.log())
+            assert watch_doc()["runs"] == 2
+            assert f"http handler POST {failing.url}: answered 500" in watch_doc()["error"]
+            assert "answered 500" in daemon.log()
+    finally:
+        failing.close()
