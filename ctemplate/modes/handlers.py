@@ -28,6 +28,8 @@ __all__ = ["Handler", "HttpHandler", "ScriptHandler", "make_handler"]
 
 _TAIL = 2000  # bytes of output kept for the failure message
 _GRACE = 2.0  # seconds between SIGTERM and SIGKILL
+_LINGER = 0.5  # seconds to read output still coming after the handler exited
+_POLL = 0.01  # seconds between checks whether the handler exited
 
 
 class Handler(Protocol):
@@ -104,21 +106,34 @@ class ScriptHandler:
                 tail.extend(chunk)
                 del tail[: max(0, len(tail) - _TAIL)]
 
+        tasks = [
+            asyncio.ensure_future(feed()),
+            asyncio.ensure_future(drain(proc.stdout, False)),
+            asyncio.ensure_future(drain(proc.stderr, self.passthrough)),
+        ]
+
+        async def exited() -> int:
+            # Not proc.wait(): before Python 3.12 it also waits for the pipes to close.
+            while proc.returncode is None:
+                await asyncio.sleep(_POLL)
+            return proc.returncode
+
         async def complete() -> int:
-            await asyncio.gather(
-                feed(), drain(proc.stdout, False), drain(proc.stderr, self.passthrough)
-            )
-            return await proc.wait()
+            code = await exited()
+            # A descendant left running in the background may hold the pipes open: read what
+            # is there, but do not wait for it (consul watch does not either).
+            await asyncio.wait(tasks, timeout=_LINGER)
+            return code
 
         try:
             code = await asyncio.wait_for(complete(), self.timeout if self.timeout > 0 else None)
         except TimeoutError:
             _kill_group(proc.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), _GRACE)
+                await asyncio.wait_for(exited(), _GRACE)
             except TimeoutError:
                 _kill_group(proc.pid, signal.SIGKILL)
-                await proc.wait()
+                await exited()
             _kill_group(proc.pid, signal.SIGKILL)  # descendants that ignored SIGTERM
             raise CommandError(
                 f"handler {self.describe()!r} ran past its timeout of {self.timeout:g}s and was "
@@ -127,8 +142,11 @@ class ScriptHandler:
         except asyncio.CancelledError:
             _kill_group(proc.pid, signal.SIGKILL)
             with contextlib.suppress(Exception):
-                await proc.wait()
+                await asyncio.wait_for(exited(), _GRACE)
             raise
+        finally:
+            for task in tasks:
+                task.cancel()
         if code != 0:
             detail = _one_line(bytes(tail))
             raise CommandError(

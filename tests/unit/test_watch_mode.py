@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from ctemplate.config import load_config_file
 from ctemplate.config.model import HttpHandlerConfig, WatchConfig
-from ctemplate.errors import ConfigError
+from ctemplate.errors import CommandError, ConfigError
 from ctemplate.modes.commands import _WATCH, _parse
+from ctemplate.modes.handlers import ScriptHandler
 from ctemplate.modes.watch import _prune, event_index, payload, request
 
 
@@ -143,3 +148,30 @@ def test_watch_flags_stop_at_the_handler() -> None:
     )
     assert values == {"type": "key", "key": "a", "tags": ["x", "y"]}
     assert rest == ["jq", "-r", "."]
+
+
+def test_script_handler_gets_stdin_and_index_and_does_not_wait_for_background_children(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    pid_file = tmp_path / "bg.pid"
+    script = f'cat > {out}; echo "$CONSUL_INDEX" >> {out}; sleep 30 & echo $! > {pid_file}'
+    handler = ScriptHandler(("/bin/sh", "-c", script), timeout=10)
+
+    async def run() -> float:
+        started = time.monotonic()
+        await handler.run(42, b'{"a":1}\n')
+        took = time.monotonic() - started
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)  # its pipes close, then its transport
+        await asyncio.sleep(0.3)
+        return took
+
+    assert asyncio.run(run()) < 5  # not the background sleep's 30 s
+    assert out.read_text() == '{"a":1}\n42\n'
+
+
+def test_script_handler_failure_names_status_and_stderr_tail() -> None:
+    handler = ScriptHandler(("/bin/sh", "-c", "echo first >&2; echo 'last words' >&2; exit 3"))
+    with pytest.raises(CommandError) as info:
+        asyncio.run(handler.run(1, b"null\n"))
+    assert str(info.value).endswith('exit 3" exited with status 3: first; last words')
