@@ -582,13 +582,16 @@ class Runner:
                 unit.timer.cancel()
         old = self.config
         self.config = config
-        if (config.consul, _watch_settings(config), config.watches) != (
-            old.consul,
-            _watch_settings(old),
-            old.watches,
-        ):
+        settings = _watch_settings(config)
+        if (config.consul, settings) != (old.consul, _watch_settings(old)):
             await self._stop_consul()
             self._start_consul(config)
+        elif len(config.watches) != len(old.watches):
+            await self._stop_consul()  # the templates' share of the budget changes
+            self._start_consul(config)
+        elif config.watches != old.watches and self._client is not None:
+            await self._watches.stop()
+            self._watches.start(() if config.once else config.watches, self._client, settings)
         # Executions still running keep their unit's place (one at a time per destination) and
         # its queries stay watched until the new template runs.
         running = {u.config.destination: u for u in self._units if u.running is not None}

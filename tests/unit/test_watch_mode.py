@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,25 @@ def test_script_handler_failure_names_status_and_stderr_tail() -> None:
     with pytest.raises(CommandError) as info:
         asyncio.run(handler.run(1, b"null\n"))
     assert str(info.value).endswith('exit 3" exited with status 3: first; last words')
+
+
+def test_watch_blocks_take_their_long_polls_from_the_connection_budget() -> None:
+    from ctemplate.config import Config, ConsulConfig
+    from ctemplate.runner import Runner
+
+    watches = tuple(WatchConfig(type="key", key=f"k{i}", args=("true",)) for i in range(3))
+    # A port nothing listens on: the watches only retry until they are stopped.
+    config = Config(consul=ConsulConfig(address="127.0.0.1:9", max_connections=20))
+
+    async def budgets(cfg: Config) -> tuple[int, int]:
+        runner = Runner(cfg)
+        runner._start_consul(cfg)
+        try:
+            assert runner._watcher is not None
+            return runner._watcher.settings.max_connections, len(runner._watches.stats())
+        finally:
+            await runner._stop_consul()
+
+    assert asyncio.run(budgets(config)) == (20, 0)
+    assert asyncio.run(budgets(replace(config, watches=watches))) == (17, 3)
+    assert asyncio.run(budgets(replace(config, watches=watches, once=True))) == (20, 0)
