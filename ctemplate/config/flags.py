@@ -202,6 +202,8 @@ def usage() -> str:
     """The text ``ctemplate -help`` prints."""
     lines = [
         "Usage: ctemplate [flags]",
+        "       ctemplate watch [flags] [handler...]   consul watch (ctemplate watch -help)",
+        "       ctemplate event [flags] [payload]      consul event (ctemplate event -help)",
         "",
         "Render files from Consul data with templates (consul-template compatible).",
         "Flags may start with - or --; values follow as -flag=value or -flag value.",
