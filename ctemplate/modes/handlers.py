@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -25,6 +26,8 @@ from ..config.model import HttpHandlerConfig, WatchConfig
 from ..errors import CommandError
 
 __all__ = ["Handler", "HttpHandler", "ScriptHandler", "make_handler"]
+
+log = logging.getLogger(__name__)
 
 _TAIL = 2000  # bytes of output kept for the failure message
 _GRACE = 2.0  # seconds between SIGTERM and SIGKILL
@@ -147,6 +150,8 @@ class ScriptHandler:
         finally:
             for task in tasks:
                 task.cancel()
+        if tail and not self.passthrough:  # the agent logs a handler's output at debug too
+            log.debug("(watch) handler %r output: %s", self.describe(), _one_line(bytes(tail)))
         if code != 0:
             detail = _one_line(bytes(tail))
             raise CommandError(
