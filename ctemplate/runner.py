@@ -32,7 +32,7 @@ from .errors import CommandError, ConfigError, ConsulError, CtemplateError, Rend
 from .language import local
 from .language.jinja import CompiledTemplate, Execution, TemplateEngine
 from .output.command import describe, run_command
-from .output.write import render
+from .output.write import render, write_small_file
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "Runner", "run"]
 
@@ -698,11 +698,11 @@ class Runner:
         path = self.config.pid_file
         if not path:
             return
+        # Atomically, never through a symlink planted at the path (output/write.py's rule).
         try:
-            with open(path, "w") as f:
-                f.write(str(os.getpid()))
-        except OSError as exc:
-            log.error("pid_file %s: cannot write: %s", path, exc.strerror)
+            write_small_file(path, str(os.getpid()).encode())
+        except RenderError as exc:
+            log.error("pid_file %s", exc)
 
     def _remove_pid_file(self, path: str | None = None) -> None:
         path = path or self.config.pid_file

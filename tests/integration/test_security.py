@@ -9,6 +9,9 @@ and that nothing outside what the configuration names was run, read or written (
 from __future__ import annotations
 
 import json
+import os
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -237,3 +240,302 @@ def test_sandbox_path_is_not_bypassed(consul, tmp_path):
         assert f"[ERR] {src}:1: " in result.stderr, (name, result.stderr)
         assert SECRET not in result.stderr, name
         assert not out.exists(), name
+
+
+# --- 2. symlinks planted by another user ---------------------------------------------------------
+
+OTHER_UID = 4321  # "another user": the tests run as root, so a chown simulates one
+
+
+def _plant_link(link: Path, target: Path | str) -> None:
+    """A symlink made by another user (its owner is what the symlink rule looks at)."""
+    link.symlink_to(target)
+    os.lchown(link, OTHER_UID, OTHER_UID)
+
+
+def _victim(path: Path, text: str = "precious\n", mode: int = 0o600) -> Path:
+    """A root-only file that a planted link points at."""
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def _once(consul, tmp_path: Path, *templates: str, extra: str = "") -> object:
+    config = tmp_path / "ct.hcl"
+    config.write_text(_hcl(consul, *templates, extra=extra))
+    return run_ctemplate(["-config", str(config), "-once"], timeout=30)
+
+
+def test_planted_bak_symlink_is_replaced_not_followed(consul, tmp_path):
+    """Promise: with ``backup = true`` a ``.bak`` planted as a symlink by another user is
+    replaced by the backup; the file it points at keeps its content and its mode."""
+    victim = _victim(tmp_path / "root-only.conf")
+    src, dest = tmp_path / "app.tmpl", tmp_path / "app.conf"
+    src.write_text("version 1\n")
+    template = _template(src, dest, backup=True)
+    assert _once(consul, tmp_path, template).returncode == 0
+    _plant_link(tmp_path / "app.conf.bak", victim)
+    src.write_text("version 2\n")
+    result = _once(consul, tmp_path, template)
+    assert result.returncode == 0, result.stderr
+    assert read(dest) == "version 2\n"
+    bak = tmp_path / "app.conf.bak"
+    assert not bak.is_symlink()
+    assert read(bak) == "version 1\n"
+    assert read(victim) == "precious\n"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+
+
+def test_planted_destination_symlink_lends_neither_owner_nor_mode(consul, tmp_path):
+    """Promise: a destination planted as a symlink is replaced by the rendered file (the path
+    the configuration names); the rendered file does not take the link target's owner or mode,
+    the target is not written, and the log says what happened."""
+    theirs = tmp_path / "theirs.conf"
+    theirs.write_text("their file\n")
+    os.chown(theirs, OTHER_UID, OTHER_UID)
+    theirs.chmod(0o666)
+    dest = tmp_path / "app.conf"
+    _plant_link(dest, theirs)
+    src = tmp_path / "app.tmpl"
+    src.write_text("secret=42\n")
+    result = _once(consul, tmp_path, _template(src, dest))
+    assert result.returncode == 0, result.stderr
+    assert not dest.is_symlink()
+    assert read(dest) == "secret=42\n"
+    st = dest.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o644)
+    assert read(theirs) == "their file\n"
+    assert (
+        f"[WARN] (runner) {dest}: was a symlink to {theirs}; replacing the link with the "
+        "rendered file (a destination's link is never followed)"
+    ) in result.stderr
+
+
+def test_rewrite_keeps_the_owner_of_the_file_it_replaces(consul, tmp_path):
+    """Promise: a rewritten destination keeps the owner and mode of the regular file at that
+    path (as consul-template), so a service user can still read it."""
+    src, dest = tmp_path / "app.tmpl", tmp_path / "app.conf"
+    dest.write_text("old\n")
+    os.chown(dest, OTHER_UID, OTHER_UID)
+    dest.chmod(0o640)
+    src.write_text("new\n")
+    result = _once(consul, tmp_path, _template(src, dest))
+    assert result.returncode == 0, result.stderr
+    st = dest.stat()
+    assert (read(dest), st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
+        "new\n",
+        OTHER_UID,
+        OTHER_UID,
+        0o640,
+    )
+
+
+def test_parent_directory_link_of_another_user_is_refused(consul, tmp_path):
+    """Promise: a symlink in a destination's directory path is followed only if root or
+    ctemplate's own user made it; another user's link is refused naming it, and nothing is
+    written where it points. The operator's own link is followed."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    planted = tmp_path / "conf.d"
+    _plant_link(planted, elsewhere)
+    src = tmp_path / "app.tmpl"
+    src.write_text("x\n")
+    result = _once(consul, tmp_path, _template(src, planted / "app.conf"))
+    assert result.returncode == 14, result.stderr
+    assert (
+        f"[ERR] {planted}/app.conf: {planted} is a symlink owned by uid {OTHER_UID}; ctemplate "
+        "follows only links owned by root or its own user (replace the link with a directory, "
+        f"or name the real path); keeping the last good {planted}/app.conf"
+    ) in result.stderr
+    assert list(elsewhere.iterdir()) == []
+
+    os.lchown(planted, 0, 0)  # the operator's link
+    result = _once(consul, tmp_path, _template(src, planted / "app.conf"))
+    assert result.returncode == 0, result.stderr
+    assert read(elsewhere / "app.conf") == "x\n"
+
+
+def test_pid_file_planted_symlink_is_replaced(consul, tmp_path):
+    """Promise: a pid file planted as a symlink is replaced by the pid file; the file it
+    points at is left alone."""
+    victim = _victim(tmp_path / "root-only.conf")
+    pid_file = tmp_path / "ct.pid"
+    _plant_link(pid_file, victim)
+    src = tmp_path / "app.tmpl"
+    src.write_text("x\n")
+    config = tmp_path / "ct.hcl"
+    config.write_text(
+        _hcl(consul, _template(src, tmp_path / "out"), extra=f'pid_file = "{pid_file}"\n')
+    )
+    with Daemon(["-config", str(config)]) as ct:
+        wait_for(lambda: read(tmp_path / "out") == "x\n", what="render", log=ct.log())
+        assert not pid_file.is_symlink(), ct.log()
+        assert read(pid_file) == str(ct.pid)
+    assert read(victim) == "precious\n"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+
+
+def test_write_to_file_refuses_symlinked_parent_and_file(consul, tmp_path):
+    """Promise: ``writeToFile`` (its path comes from a template) refuses a symlinked parent
+    directory and a symlinked file, even links made by root; nothing is written through
+    them."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    linked_dir = tmp_path / "certs"
+    linked_dir.symlink_to(outside)  # root's own link: still refused for writeToFile
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    victim = _victim(tmp_path / "root-only.conf")
+    _plant_link(real_dir / "key.pem", victim)
+    cases = {
+        "parent": (
+            linked_dir / "key.pem",
+            f'writeToFile("{linked_dir}/key.pem"): the directory {linked_dir} is a symlink; '
+            "refusing to write through it (name the real directory)",
+        ),
+        "file": (
+            real_dir / "key.pem",
+            f'writeToFile("{real_dir}/key.pem"): the file is a symlink; refusing to follow it',
+        ),
+    }
+    for name, (path, message) in cases.items():
+        src = tmp_path / f"{name}.tmpl"
+        src.write_text(f'{{{{ writeToFile("{path}", "KEY") }}}}done\n')
+        out = tmp_path / f"{name}.out"
+        result = _once(consul, tmp_path, _template(src, out))
+        assert result.returncode == 14, (name, result.stderr)
+        assert f"[ERR] {src}:1: {message}; keeping the last good {out}" in result.stderr, name
+    assert list(outside.iterdir()) == []
+    assert read(victim) == "precious\n"
+
+
+def test_write_to_file_sandbox_checks_the_directory_it_opens(consul, tmp_path):
+    """Promise: with ``sandbox_path``, ``writeToFile`` writes only inside the sandbox, also
+    when a directory on the way is a link (made by root) leading out of it."""
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (sandbox / "up").symlink_to(outside)
+    src = sandbox / "w.tmpl"
+    src.write_text(f'{{{{ writeToFile("{sandbox}/up/sub/f", "x") }}}}\n')
+    result = _once(consul, tmp_path, _template(src, tmp_path / "w.out", sandbox_path=str(sandbox)))
+    assert result.returncode == 14, result.stderr
+    assert f"[ERR] {src}:1: " in result.stderr
+    assert "outside the sandbox" in result.stderr
+    assert list((outside / "sub").iterdir()) == []
+
+
+# --- 13. setuid, setgid and sticky bits stay -----------------------------------------------------
+
+
+def test_special_mode_bits_hold_on_every_write(consul, tmp_path):
+    """Promise: ``perms = "4755"`` (and ``writeToFile``'s perms) hold on every write, not only
+    the first: the owner is set before the mode (``chown`` clears setuid/setgid)."""
+    src, dest = tmp_path / "tool.tmpl", tmp_path / "tool"
+    wtf = tmp_path / "helper"
+    for version in (1, 2, 3):
+        src.write_text(
+            f'#!/bin/sh\necho {version}\n{{{{ writeToFile("{wtf}", "v{version}", "2755", '
+            'user="root", group="root") }}\n'
+        )
+        result = _once(consul, tmp_path, _template(src, dest, perms="4755"))
+        assert result.returncode == 0, result.stderr
+        assert read(dest) == f"#!/bin/sh\necho {version}\n\n"
+        assert stat.S_IMODE(dest.stat().st_mode) == 0o4755, version
+        assert read(wtf) == f"v{version}"
+        assert stat.S_IMODE(wtf.stat().st_mode) == 0o2755, version
+
+
+# --- 12. full disks: atomic writeToFile and backups ---------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 128 KiB filesystem (tmpfs; the tests run as root), unmounted afterwards."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=128k,mode=0755", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert mounted.returncode == 0, f"cannot mount a small tmpfs (root needed): {mounted.stderr}"
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _fill(disk: Path, leave: int) -> None:
+    """Fill ``disk`` up, then free ``leave`` bytes."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    size = filler.stat().st_size
+    os.truncate(filler, max(0, size - leave))
+
+
+def test_write_to_file_on_a_full_disk_keeps_the_previous_file(consul, tmp_path, small_disk):
+    """Promise: ``writeToFile`` replaces its file atomically: when the disk is full the
+    template fails naming the file and the reason, and the previous content stays whole (it
+    used to be truncated); no temporary file is left behind."""
+    target = small_disk / "cert.pem"
+    good = "GOOD\n" * 2000
+    target.write_text(good)
+    _fill(small_disk, leave=4096)
+    src = tmp_path / "w.tmpl"
+    src.write_text(f'{{{{ writeToFile("{target}", "NEW-" * 8000) }}}}done\n')
+    out = tmp_path / "w.out"
+    result = _once(consul, tmp_path, _template(src, out))
+    assert result.returncode == 14, result.stderr
+    assert (
+        f'[ERR] {src}:1: writeToFile("{target}"): cannot write: No space left on device; '
+        f"keeping the last good {out}"
+    ) in result.stderr
+    assert read(target) == good
+    assert sorted(p.name for p in small_disk.iterdir()) == ["cert.pem", "filler"]
+
+    (small_disk / "filler").unlink()  # room again: the new content, whole
+    result = _once(consul, tmp_path, _template(src, out))
+    assert result.returncode == 0, result.stderr
+    assert read(target) == "NEW-" * 8000
+
+
+def test_backup_on_a_nearly_full_disk_keeps_a_whole_backup(consul, tmp_path, small_disk):
+    """Promise: ``backup = true`` never leaves a truncated ``.bak``: the backup is a hard link
+    made under a temporary name and renamed into place, so it needs no room; when even the new
+    file does not fit, the destination and its backup are left as they were."""
+    src, dest = tmp_path / "app.tmpl", small_disk / "app.conf"
+    bak = small_disk / "app.conf.bak"
+    template = _template(src, dest, backup=True)
+    small, large = "b" * 4000 + "\n", "d" * 40000 + "\n"
+    for text in (small, large):
+        src.write_text(text)
+        result = _once(consul, tmp_path, template)
+        assert result.returncode == 0, result.stderr
+    assert (read(dest), read(bak)) == (large, small)
+
+    _fill(small_disk, leave=8192)  # room for the new file, not for a copy of the large one
+    new = "n" * 4000 + "\n"
+    src.write_text(new)
+    result = _once(consul, tmp_path, template)
+    assert result.returncode == 0, result.stderr
+    assert (read(dest), read(bak)) == (new, large)
+
+    _fill(small_disk, leave=0)  # no room at all: nothing changes, the error says why
+    src.write_text("z" * 20000 + "\n")
+    result = _once(consul, tmp_path, template)
+    assert result.returncode == 14, result.stderr
+    assert (
+        f"[ERR] {dest}: cannot write: No space left on device; keeping the last good {dest}"
+    ) in result.stderr
+    assert (read(dest), read(bak)) == (new, large)
+    assert sorted(p.name for p in small_disk.iterdir()) == ["app.conf", "app.conf.bak", "filler"]
