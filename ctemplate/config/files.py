@@ -32,6 +32,7 @@ from .values import (
     _parse_str,
     _quote,
     _single_block,
+    check_token,
     parse_bool,
     parse_duration,
     parse_listen_address,
@@ -169,7 +170,8 @@ class _FileReader:
         if "token_file" in consul:
             consul["_token_file_where"] = self.where("consul.token_file")
         if "token" in block:
-            consul["token"] = _parse_str(block["token"], where=self.where("consul.token"))
+            where = self.where("consul.token")
+            consul["token"] = check_token(_parse_str(block["token"], where=where), where)
         if "max_connections" in block:
             consul["max_connections"] = _parse_max_connections(
                 block["max_connections"], where=self.where("consul.max_connections")

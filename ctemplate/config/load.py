@@ -17,6 +17,7 @@ Token and password values never appear in a message or a repr.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from ctemplate.errors import ConfigError
 
 from .files import _config_files, load_config_file
 from .model import AuthConfig, Config, ConsulConfig, RetryConfig, SSLConfig, WaitConfig
-from .values import _finish_consul, _merge, _quote, parse_bool, parse_log_level
+from .values import _finish_consul, _merge, _quote, check_token, parse_bool, parse_log_level
 
 if TYPE_CHECKING:
     from .flags import Flags
@@ -46,7 +47,7 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     if found := get("CONSUL_HTTP_ADDR"):
         consul["address"] = found[1].strip()
     if found := get("CONSUL_TOKEN", "CONSUL_HTTP_TOKEN"):
-        consul["token"] = found[1].strip()
+        consul["token"] = check_token(found[1].strip(), f"env {found[0]}")
     if found := get("CONSUL_TOKEN_FILE", "CONSUL_HTTP_TOKEN_FILE"):
         consul["token_file"] = found[1]
         consul["_token_file_where"] = f"env {found[0]}"
@@ -85,7 +86,7 @@ def _flags_layer(flags: Flags) -> dict[str, Any]:
     if flags.consul_addr is not None:
         consul["address"] = flags.consul_addr
     if flags.consul_token is not None:
-        consul["token"] = flags.consul_token
+        consul["token"] = check_token(flags.consul_token.strip(), "flag -consul-token")
     if flags.consul_token_file is not None:
         consul["token_file"] = flags.consul_token_file
         consul["_token_file_where"] = "flag -consul-token-file"
@@ -155,11 +156,13 @@ def _flags_layer(flags: Flags) -> dict[str, Any]:
 def _read_token_file(path: str, where: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
-            return handle.read().strip()
+            token = handle.read().strip()
     except UnicodeDecodeError:
         raise ConfigError(f"{where}: {_quote(path)} is not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read {_quote(path)}: {exc.strerror or exc}") from None
+    shown = json.dumps(path, ensure_ascii=False)  # the whole path, however long
+    return check_token(token, f"{where}: {shown}", from_file=True)
 
 
 def _build(merged: dict[str, Any]) -> Config:

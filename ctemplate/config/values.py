@@ -416,6 +416,38 @@ def _blocks(value: object, where: str) -> list[dict[str, Any]]:
     raise _type_error(where, "a block", value)
 
 
+def check_token(token: str, where: str, *, from_file: bool = False) -> str:
+    """``token`` if an HTTP header can carry it (one line of visible ASCII characters, as every
+    Consul ACL token is), else a :class:`ConfigError` naming ``where`` and never the value: a
+    message quoting it would put the secret in the log and on /health."""
+    for char in token:
+        if char in "\r\n":
+            problem = "a line break" + (" (the file has more than one line)" if from_file else "")
+        elif not char.isascii():
+            problem = "a character that is not ASCII"
+        elif not char.isprintable() or char.isspace():
+            problem = "a space or control character"
+        else:
+            continue
+        raise ConfigError(
+            f"{where}: the ACL token holds {problem}; a token is one line of visible ASCII "
+            "characters (the value is not shown)"
+        )
+    return token
+
+
+def _split_userinfo(consul: dict[str, Any], address: str) -> str:
+    """``user:password@host:port``: the credentials become ``consul.auth`` (unless it is set)
+    and leave the address, so no URL, log line or /health page carries the password."""
+    userinfo, at, host = address.rpartition("@")
+    if not at:
+        return address
+    if "auth" not in consul:
+        username, _, password = userinfo.partition(":")
+        consul["auth"] = {"enabled": True, "username": username, "password": password}
+    return host
+
+
 def _finish_consul(consul: dict[str, Any], *, address_where: str, auto_ssl: bool) -> dict[str, Any]:
     """Per-layer rules: strip the address scheme (https:// turns TLS on), enable auth when a
     username or password is set, and TLS when any other ssl key is set (consul-template)."""
@@ -427,11 +459,11 @@ def _finish_consul(consul: dict[str, Any], *, address_where: str, auto_ssl: bool
             consul.setdefault("ssl", {}).setdefault("enabled", True)
         elif lower.startswith("http://"):
             address = address[len("http://") :]
-        address = address.rstrip("/")
+        address = _split_userinfo(consul, address.rstrip("/"))
         if not address:
             raise ConfigError(
-                f"{address_where}: {_quote(consul['address'])} has no host; "
-                "write e.g. 127.0.0.1:8500"
+                f"{address_where}: {_quote(_split_userinfo({}, consul['address']))} has no "
+                "host; write e.g. 127.0.0.1:8500"
             )
         consul["address"] = address
     auth = consul.get("auth")

@@ -152,7 +152,10 @@ class ConsulClient:
                 await resp.aclose()
         except httpx.HTTPError as exc:
             reason = str(exc) or type(exc).__name__
-            if isinstance(exc, httpx.ReadTimeout):
+            if isinstance(exc, httpx.LocalProtocolError):
+                # Its message quotes the offending header, which may be the token's value.
+                reason = "the request could not be sent (a header value is not valid)"
+            elif isinstance(exc, httpx.ReadTimeout):
                 reason = f"no answer within {read:.1f}s"
             elif isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError):
                 reason = f"the connection broke during the answer ({reason})"

@@ -539,3 +539,148 @@ def test_backup_on_a_nearly_full_disk_keeps_a_whole_backup(consul, tmp_path, sma
     ) in result.stderr
     assert (read(dest), read(bak)) == (new, large)
     assert sorted(p.name for p in small_disk.iterdir()) == ["app.conf", "app.conf.bak", "filler"]
+
+
+# --- 3. tokens and passwords never shown ---------------------------------------------------------
+
+TOKEN = "5ecr3t-t0ken-c4fe"
+RULE = "a token is one line of visible ASCII characters (the value is not shown)"
+
+
+def _token_cases(tmp_path: Path) -> list[tuple[str, list[str], dict[str, str], str]]:
+    """(id, extra args, environment, the expected error line)."""
+    two_lines = tmp_path / "two-lines.token"
+    two_lines.write_text(f"{TOKEN}\nsecond line\n")
+    accented = tmp_path / "accented.token"
+    accented.write_text(f"{TOKEN}é\n")
+    config = tmp_path / "token.hcl"
+    config.write_text(f'consul {{\n  token = "{TOKEN}\\u0001"\n}}\n')
+    return [
+        (
+            "file-two-lines",
+            ["-consul-token-file", str(two_lines)],
+            {},
+            f'flag -consul-token-file: "{two_lines}": the ACL token holds a line break (the file '
+            f"has more than one line); {RULE}",
+        ),
+        (
+            "file-non-ascii",
+            ["-consul-token-file", str(accented)],
+            {},
+            f'flag -consul-token-file: "{accented}": the ACL token holds a character that is '
+            f"not ASCII; {RULE}",
+        ),
+        (
+            "env-non-ascii",
+            [],
+            {"CONSUL_HTTP_TOKEN": f"{TOKEN}é"},
+            f"env CONSUL_HTTP_TOKEN: the ACL token holds a character that is not ASCII; {RULE}",
+        ),
+        (
+            "env-file-two-lines",
+            [],
+            {"CONSUL_HTTP_TOKEN_FILE": str(two_lines)},
+            f'env CONSUL_HTTP_TOKEN_FILE: "{two_lines}": the ACL token holds a line break (the '
+            f"file has more than one line); {RULE}",
+        ),
+        (
+            "config-control-character",
+            ["-config", str(config)],
+            {},
+            f"{config}: consul.token: the ACL token holds a space or control character; {RULE}",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "file-two-lines",
+        "file-non-ascii",
+        "env-non-ascii",
+        "env-file-two-lines",
+        "config-control-character",
+    ],
+)
+def test_token_a_header_cannot_carry_is_a_config_error(consul, tmp_path, case):
+    """Promise: a token that an HTTP header cannot carry (a second line in the token file, a
+    non-ASCII or control character) is a configuration error at start: exit 15, one line naming
+    the file, flag or variable, never the token itself (it used to be quoted in a warning and
+    on /health, or to be an "internal error")."""
+    cases = {c[0]: c[1:] for c in _token_cases(tmp_path)}
+    args, env, expected = cases[case]
+    src = tmp_path / "k.tmpl"
+    src.write_text('x={{ key("a") }}\n')
+    result = run_ctemplate(
+        [
+            "-consul-addr",
+            consul.http_addr,
+            *args,
+            "-template",
+            f"{src}:{tmp_path}/k.out",
+            "-once",
+            "-once-timeout",
+            "10s",
+        ],
+        env=env,
+        timeout=30,
+    )
+    assert (result.returncode, result.stderr) == (15, f"ctemplate: error: {expected}\n")
+    assert TOKEN not in result.stderr
+
+
+def test_password_in_the_address_is_never_shown(consul, tmp_path):
+    """Promise: ``http://user:password@host`` in consul.address works (the credentials become
+    basic auth) and the password appears neither in the log nor on /health when Consul cannot
+    be reached."""
+    from consul_harness import free_port
+
+    key = f"sec-{os.getpid()}/pw"
+    consul.put_kv(key, "ok")
+    src = tmp_path / "k.tmpl"
+    src.write_text(f'x={{{{ key("{key}") }}}}\n')
+    out = tmp_path / "k.out"
+    good = run_ctemplate(
+        [
+            "-consul-addr",
+            f"http://admin:hunter2-pw@{consul.http_addr}",
+            "-template",
+            f"{src}:{out}",
+            "-once",
+        ],
+        timeout=30,
+    )
+    assert good.returncode == 0, good.stderr
+    assert read(out) == "x=ok\n"
+
+    dead, status = free_port(), f"127.0.0.1:{free_port()}"
+    args = [
+        "-consul-addr",
+        f"http://admin:hunter2-pw@127.0.0.1:{dead}",
+        "-status-addr",
+        status,
+        "-template",
+        f"{src}:{tmp_path}/other.out",
+    ]
+    with Daemon(args) as ct:
+        wait_for(lambda: "cannot reach Consul" in ct.log(), what="the outage", log=ct.log())
+
+        def health() -> str:
+            import urllib.error
+            import urllib.request
+
+            try:
+                with urllib.request.urlopen(f"http://{status}/health", timeout=5) as resp:
+                    return resp.read().decode()
+            except urllib.error.HTTPError as exc:
+                return exc.read().decode()
+            except OSError:
+                return ""
+
+        wait_for(lambda: "cannot reach Consul" in health(), what="/health", log=ct.log())
+        body = health()
+        log = ct.log()
+    assert f"http://127.0.0.1:{dead}" in log
+    assert "hunter2" not in log
+    assert "hunter2" not in body
+    assert "admin" not in body
