@@ -46,8 +46,17 @@ def _text(value: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A value as an error message shows it: its kind and size, never its content. The value
+    may come from Consul's KV store (a password, a key) and messages reach the log and
+    /health; the message's file and line say which value it is."""
+    if isinstance(value, str | bytes):
+        n = len(value)
+        kind = "string" if isinstance(value, str) else "byte string"
+        return f"a {kind} of {n} character{'' if n == 1 else 's'}" if n else f"an empty {kind}"
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    article = "an" if type(value).__name__[:1] in "aeiou" else "a"
+    return f"{article} {type(value).__name__}"
 
 
 # --- plain data (for toJSON, toYAML, toTOML) ----------------------------------------------------
@@ -145,7 +154,11 @@ def parse_yaml(text: Any) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise _fail("parseYAML", f"not YAML: {' '.join(str(exc).split())}") from None
+        # Not str(exc): it quotes the offending line of the document.
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise _fail("parseYAML", f"not YAML: {problem}{where}") from None
 
 
 def to_yaml(value: Any) -> str:
@@ -390,7 +403,7 @@ def _regex(name: str, pattern: Any) -> re.Pattern[str]:
     try:
         return re.compile(_text(pattern))
     except re.error as exc:
-        raise _fail(name, f"bad regular expression {_short(pattern)}: {exc}") from None
+        raise _fail(name, f"bad regular expression: {exc}") from None
 
 
 _GO_GROUP = re.compile(r"\$(?:\{([^}]*)\}|([A-Za-z0-9_]+)|(\$))")
@@ -701,7 +714,7 @@ def _explode_into(out: dict[str, Any], key: str, value: Any, full: str, name: st
         return
     nested = out.setdefault(top, {})
     if not isinstance(nested, dict):
-        raise _fail(name, f"not a map: {full!r}: {top!r} already has value {nested!r}")
+        raise _fail(name, f"not a map: {full!r}: {top!r} already has a value")
     _explode_into(nested, rest, value, full, name)
 
 

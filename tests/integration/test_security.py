@@ -684,3 +684,41 @@ def test_password_in_the_address_is_never_shown(consul, tmp_path):
     assert "hunter2" not in log
     assert "hunter2" not in body
     assert "admin" not in body
+
+
+def test_kv_values_are_not_quoted_in_errors(consul, unique, tmp_path):
+    """Promise: an error about a value read from Consul's KV store names the template's file,
+    line and function, and what kind of value it was, never the value: neither in the log nor
+    on /health."""
+    from consul_harness import free_port
+
+    consul.put_kv(f"{unique}/port", "hunter2-port")
+    consul.put_kv(f"{unique}/doc", "user: hunter2-doc\npassword: [unclosed\n")
+    consul.put_kv(f"{unique}/b64", "hunter2-b64!")
+    cases = {
+        "port": ("parseInt", "parseInt: a string of 12 characters is not a whole number"),
+        "doc": ("parseYAML", "parseYAML: not YAML: "),
+        "b64": ("base64Decode", "base64Decode: a string of 12 characters is not valid base64"),
+    }
+    args = ["-consul-addr", consul.http_addr]
+    status = f"127.0.0.1:{free_port()}"
+    for name, (function, _) in cases.items():
+        src = tmp_path / f"{name}.tmpl"
+        src.write_text(f'{{{{ key("{unique}/{name}") | {function} }}}}\n')
+        args += ["-template", f"{src}:{tmp_path}/{name}.out"]
+    with Daemon([*args, "-status-addr", status]) as ct:
+        wait_for(lambda: ct.log().count("[ERR]") == 3, what="three errors", log=ct.log())
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://{status}/health", timeout=5) as resp:
+                body = resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            body = exc.read().decode()
+        log = ct.log()
+    for name, (_, message) in cases.items():
+        assert f"[ERR] {tmp_path}/{name}.tmpl:1: {message}" in log, log
+    assert "hunter2" not in log
+    assert "not YAML" in body
+    assert "hunter2" not in body
