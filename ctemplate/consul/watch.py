@@ -275,8 +275,11 @@ class _Sentinel(_Channel):
     """Service queries of one datacenter, read again only when the catalog says they changed.
 
     Three blocking queries watch the tables every health answer is built from: checks, services
-    and nodes. A changed check names its service (or its node, for node checks); a changed
-    service list names services; anything the sentinel cannot attribute reads every member.
+    and nodes. Every field of a check or node entry is compared, so anything a template can read
+    of them (a node's ``Meta``, a check's ``Output``) leads to a re-read. A changed check names
+    its service (or its node, for node checks: every member); a change of the services or nodes
+    table cannot be attributed (the services list holds only names and tags) and reads every
+    member. Re-reads whose answer equals the cached one are not delivered.
     """
 
     def __init__(
@@ -322,7 +325,7 @@ class _Sentinel(_Channel):
 
     def _on_table(self, table: str) -> _OnAnswer:
         def answer(resp: ConsulResponse) -> bool:
-            summary = _summaries[table](resp.data)
+            summary = _summaries[table](resp)
             before = self._baselines.get(table)
             self._baselines[table] = summary
             if before is None:
@@ -372,20 +375,46 @@ class _Sentinel(_Channel):
 _FAILED = object()
 
 
-def _check_summary(data: Any) -> dict[tuple[str, str], tuple[str, str, str]]:
+# Raft bookkeeping of node entries: no record exposes it.
+_RAFT_FIELDS = frozenset({"CreateIndex", "ModifyIndex"})
+
+
+def _entry(item: Any) -> Any:
+    """Every field of a node entry except its Raft indexes (which no record exposes): whatever
+    a template can read of it (Meta, Datacenter, TaggedAddresses...) is compared (``==`` on
+    the decoded JSON), so a change to any of them leads to a re-read."""
+    if not isinstance(item, dict):
+        return item
+    return {k: v for k, v in item.items() if k not in _RAFT_FIELDS}
+
+
+_CheckSummary = dict[tuple[str, str], tuple[str, int, str, str]]
+
+
+def _check_summary(data: Any) -> _CheckSummary:
+    """Per check: its service, ``ModifyIndex``, status and output.
+
+    Consul moves a check's ``ModifyIndex`` whenever it writes a change to any of its fields
+    (and leaves it alone when a registration repeats it unchanged), so comparing it tells a
+    change of anything a template can read of a check (``Notes``, ``Name``, ``ServiceTags``,
+    ``ModifyIndex`` itself), at a fifth of the cost of comparing whole entries; status and
+    output are compared as well, in case a proxy or a restore reuses an index.
+    """
     return {
         (c.get("Node") or "", c.get("CheckID") or ""): (
-            c.get("Status") or "",
             c.get("ServiceName") or "",
+            c.get("ModifyIndex") or 0,
+            c.get("Status") or "",
             c.get("Output") or "",
         )
         for c in data or ()
+        if isinstance(c, dict)
     }
 
 
 def _checks_changed(
-    before: dict[tuple[str, str], tuple[str, str, str]],
-    after: dict[tuple[str, str], tuple[str, str, str]],
+    before: _CheckSummary,
+    after: _CheckSummary,
     members: Iterable[HealthServiceQuery],
 ) -> set[str]:
     names: set[str] = set()
@@ -393,7 +422,7 @@ def _checks_changed(
         old, new = before.get(k), after.get(k)
         if old == new:
             continue
-        service = (new or old or ("", "", ""))[1]
+        service = (new or old or ("", 0, "", ""))[0]
         if not service:  # a node check (serfHealth, maintenance) concerns every service on it
             return {str(q) for q in members}
         names.add(service)
@@ -401,27 +430,33 @@ def _checks_changed(
 
 
 def _services_changed(
-    before: dict[str, tuple[str, ...]],
-    after: dict[str, tuple[str, ...]],
-    members: Iterable[HealthServiceQuery],
+    before: tuple[int, Any], after: tuple[int, Any], members: Iterable[HealthServiceQuery]
 ) -> set[str]:
-    names = {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
-    if not names:  # the table changed but not its summary (a new port, a new instance)
-        return {str(q) for q in members}
-    return {str(q) for q in members if q.name in names}
+    """Every member, whenever the services table moved.
+
+    ``/v1/catalog/services`` lists names and tags only: a new port, address, ``Meta``, weight
+    or tagged address of an instance moves the table's index without changing the list, and
+    two registrations answered together can change one service's tags and another's port. The
+    list cannot say which services such a change concerns, so all members are read again (an
+    unchanged answer is then not delivered: no render, no write).
+    """
+    if before == after:  # the same index (a read after a failure): nothing changed
+        return set()
+    return {str(q) for q in members}
 
 
 def _nodes_changed(before: Any, after: Any, members: Iterable[HealthServiceQuery]) -> set[str]:
     return {str(q) for q in members} if before != after else set()
 
 
-_summaries: dict[str, Callable[[Any], Any]] = {
-    "checks": _check_summary,
-    "services": lambda data: {k: tuple(sorted(v or ())) for k, v in (data or {}).items()},
-    "nodes": lambda data: sorted(
-        (n.get("Node") or "", n.get("Address") or "", repr(n.get("TaggedAddresses")))
-        for n in data or ()
-    ),
+_summaries: dict[str, Callable[[ConsulResponse], Any]] = {
+    "checks": lambda resp: _check_summary(resp.data),
+    "services": lambda resp: (resp.index, resp.data),
+    "nodes": lambda resp: {
+        (n.get("Node") or "", n.get("ID") or ""): _entry(n)
+        for n in resp.data or ()
+        if isinstance(n, dict)
+    },
 }
 _changed: dict[str, Callable[[Any, Any, Iterable[HealthServiceQuery]], set[str]]] = {
     "checks": _checks_changed,
