@@ -682,6 +682,11 @@ class Runner:
                     command_seconds=unit.command_seconds,
                 )
             )
+        now = time.monotonic()
+        failing = tuple(
+            status.FailingQuery(key, f.error, now - f.since, f.count)
+            for key, f in sorted(self._watcher.failing.items() if self._watcher else ())
+        )
         consul = status.ConsulState(
             address=client.base_url if client else base_url(self.config.consul),
             reachable=client.available if client else False,
@@ -689,6 +694,7 @@ class Runner:
             requests=client.requests if client else 0,
             failed_requests=client.failed_requests if client else 0,
             watched_queries=len(queries),
+            failing=failing,
         )
         return status.Snapshot(consul, tuple(templates))
 

@@ -30,6 +30,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from tenacity import (
@@ -50,7 +51,7 @@ from .queries import (
 )
 from .retry import WatchSettings, gave_up, retrying
 
-__all__ = ["RESERVED_CONNECTIONS", "WatchSettings", "Watcher"]
+__all__ = ["RESERVED_CONNECTIONS", "QueryFailure", "WatchSettings", "Watcher"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,12 @@ class _Poll:
         self.reported: str | None = None  # the non-transient error last reported
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:  # stopped (no longer needed, or a new plan): its failure state goes with it
+            self.watcher.failing.pop(self.name, None)
+
+    async def _run(self) -> None:
         w = self.watcher
         s = w.settings
         last_start = 0.0
@@ -119,6 +126,7 @@ class _Poll:
                 )
                 self.index = 0
             elif resp.index == self.index and self.blocked:
+                w.query_ok(self.name)
                 continue
             self.index = max(resp.index, 1)
             changes = w.changes
@@ -128,18 +136,17 @@ class _Poll:
                 log.debug("details", exc_info=exc)
                 self.index = 0
                 self.failed = True
-                self._report(
-                    ConsulError(
-                        f"{self.name}: cannot read Consul's answer ({type(exc).__name__}: "
-                        f"{exc}); reading again in {s.retry_max_backoff:g}s",
-                        transient=False,
-                    )
+                error = ConsulError(
+                    f"{self.name}: cannot read Consul's answer ({type(exc).__name__}: "
+                    f"{exc}); reading again in {s.retry_max_backoff:g}s",
+                    transient=False,
                 )
+                w.query_failed(self.name, error)
+                self._report(error)
                 await asyncio.sleep(s.retry_max_backoff)
                 continue
-            if self.reported is not None:
-                log.info("(watch) %s: Consul answers again", self.name)
-                self.reported = None
+            self.reported = None
+            w.query_ok(self.name)
             if s.once and done:
                 return
             if w.changes != changes:
@@ -161,16 +168,22 @@ class _Poll:
                     index = 0 if self.failed else self.index
                     self.failed = True  # until this attempt succeeds
                     stale = s.max_stale > 0
-                    resp = await client.get(
-                        self.path, self.params, index=index, wait=s.wait, stale=stale
-                    )
-                    if stale and resp.last_contact > s.max_stale:
-                        log.debug(
-                            "(watch) %s: stale by %.1fs; asking the leader",
-                            self.name,
-                            resp.last_contact,
+                    try:
+                        resp = await client.get(
+                            self.path, self.params, index=index, wait=s.wait, stale=stale
                         )
-                        resp = await client.get(self.path, self.params, index=index, wait=s.wait)
+                        if stale and resp.last_contact > s.max_stale:
+                            log.debug(
+                                "(watch) %s: stale by %.1fs; asking the leader",
+                                self.name,
+                                resp.last_contact,
+                            )
+                            resp = await client.get(
+                                self.path, self.params, index=index, wait=s.wait
+                            )
+                    except ConsulError as exc:
+                        self.watcher.query_failed(self.name, exc)
+                        raise
                     self.failed = False
                     self.blocked = index > 0
                     return resp
@@ -465,6 +478,17 @@ _changed: dict[str, Callable[[Any, Any, Iterable[HealthServiceQuery]], set[str]]
 }
 
 
+@dataclass(slots=True)
+class QueryFailure:
+    """The current failure streak of one query (or of a loop serving several)."""
+
+    error: str  # the latest error's message
+    since: float  # time.monotonic() of the first failure of the streak
+    count: int = 1  # failed requests in the streak
+    logged: bool = False  # its start was logged: its end will be
+    member: bool = False  # a query read by a sentinel (keyed by the query, not by a loop)
+
+
 class Watcher:
     """Keeps the answers of the queries templates use fresh, within a connection budget.
 
@@ -492,6 +516,8 @@ class Watcher:
         self._settled = asyncio.Event()
         self._on_change = on_change
         self._on_error = on_error
+        # Loops and queries whose last request failed, by name: /health lists them.
+        self.failing: dict[str, QueryFailure] = {}
 
     @property
     def dedicated_limit(self) -> int:
@@ -532,6 +558,9 @@ class Watcher:
         for key in list(self._decoders):
             if key not in wanted:
                 del self._decoders[key]
+        for key, failure in list(self.failing.items()):
+            if failure.member and key not in wanted:
+                del self.failing[key]
 
     def _apply(self, p: Plan) -> None:
         dedicated = {str(q): q for q in p.dedicated}
@@ -575,7 +604,12 @@ class Watcher:
         try:
             async for attempt in retrying(s):
                 with attempt:
-                    resp = await self.client.get(path, params, stale=s.max_stale > 0)
+                    try:
+                        resp = await self.client.get(path, params, stale=s.max_stale > 0)
+                    except ConsulError as exc:
+                        self.query_failed(name, exc, member=True)
+                        raise
+                    self.query_ok(name)
                     return resp.data
         except RetryError as exc:
             self.fail(name, gave_up(exc, s))
@@ -614,6 +648,43 @@ class Watcher:
 
     def fail(self, key: str, error: ConsulError) -> None:
         self._on_error(key, error)
+
+    def query_failed(self, key: str, error: ConsulError, *, member: bool = False) -> None:
+        """Note that a request of ``key`` (a query, or a loop serving several) failed.
+
+        Each query has its own failure state, so one that keeps failing while the others
+        succeed (a datacenter that is gone, a 403, an answer that trickles) is logged once when
+        it starts failing and once when it recovers, and shows on ``/health``; it does not touch
+        the client's "reachable" state. While the agent cannot be reached at all, the client
+        logs the outage once and the queries say nothing more.
+        """
+        failure = self.failing.get(key)
+        if failure is None:
+            failure = self.failing[key] = QueryFailure(str(error), time.monotonic(), member=member)
+        else:
+            failure.error = str(error)
+            failure.count += 1
+        if failure.logged:
+            return
+        if not error.transient:  # reported once by the loop (on_error), retried slowly
+            failure.logged = True
+        elif self.client.available:
+            failure.logged = True
+            log.warning(
+                "(watch) %s: %s; retrying with backoff, keeping the last good files", key, error
+            )
+
+    def query_ok(self, key: str) -> None:
+        """A request of ``key`` succeeded: it is no longer failing."""
+        failure = self.failing.pop(key, None) if self.failing else None
+        if failure is not None and failure.logged:
+            log.info(
+                "(watch) %s: Consul answers again after %.1fs (%d failed request%s)",
+                key,
+                time.monotonic() - failure.since,
+                failure.count,
+                "" if failure.count == 1 else "s",
+            )
 
     def settle(self) -> None:
         """Called by the runner once it has written what the delivered changes affect."""
