@@ -122,3 +122,36 @@ def test_an_answer_trickling_in_is_cut_and_reported(consul, unique, tmp_path):
         f"[WARN] (watch) kv.block({key}): GET /v1/kv/{key}: no complete answer within 11.1s" in log
     ), log
     assert f"(watch) kv.block({key}): Consul answers again after" in log, log
+
+
+def test_a_failed_write_is_retried_and_a_deleted_file_written_again(consul, unique, tmp_path):
+    """Promise: a write that failed (here a directory in the way) makes /health 503 naming the
+    file, is logged once, and is tried again on a backoff: once the directory is gone the file
+    appears without any change in Consul. A destination deleted by someone is written again."""
+    consul.put_kv(f"{unique}/x", "1")
+    src, out = tmp_path / "t.tmpl", tmp_path / "t.out"
+    src.write_text(f'x={{{{ key("{unique}/x") }}}}\n')
+    out.mkdir()
+    (out / "something").write_text("in the way\n")
+    config = _config(tmp_path, consul.http_addr, [(src, out)])
+    addr = _status_addr(config)
+    with Daemon(["-config", str(config)]) as ct:
+        wait_for(lambda: "is a directory" in ct.log(), what="the failed write", log=ct.log())
+        code, doc = _health(addr)
+        assert code == 503, doc
+        (state,) = doc["templates"]
+        assert state["destination"] == str(out)
+        assert state["state"] == "error", doc
+        assert state["error"] == f"{out}: is a directory; point destination at a file", doc
+        time.sleep(2.0)  # a few retries: the error is logged once, not per attempt
+        (out / "something").unlink()
+        out.rmdir()
+        wait_for(lambda: read(out) == "x=1\n", timeout=20, what="the retried write", log=ct.log())
+        wait_for(lambda: _health(addr)[0] == 200, what="health back to 200", log=ct.log())
+
+        out.unlink()  # someone deletes the file
+        wait_for(lambda: read(out) == "x=1\n", timeout=10, what="the file again", log=ct.log())
+        log = ct.log()
+    assert log.count("is a directory") == 1, log
+    assert f"(runner) {out}: rendered again after an error" in log, log
+    assert f"[WARN] (runner) {out}: deleted since it was written; writing it again" in log, log
