@@ -696,22 +696,43 @@ class Runner:
         )
 
     async def _watch_sources(self, sources: set[str], stop: asyncio.Event) -> None:
+        """Reload templates whose source changed: edited in place, replaced, or resolving to
+        another file through a symlink (a Kubernetes ConfigMap swaps its ``..data`` link to a
+        new directory; the source ``dir/t.tmpl -> ..data/t.tmpl`` itself never changes).
+
+        The directories of the sources and of the files they resolve to are watched; after
+        any event there, what each source resolves to (path, inode, size, mtime) is compared
+        with what was loaded.
+        """
         from watchfiles import awatch  # only daemons watch files
 
         logging.getLogger("watchfiles").setLevel(logging.WARNING)
-
-        dirs = sorted({os.path.dirname(s) for s in sources})
+        loaded = {s: _source_identity(s) for s in sources}
         try:
-            async for changes in awatch(
-                *dirs,
-                stop_event=stop,
-                watch_filter=lambda _change, path: path in sources,
-                debounce=200,
-                step=50,
-                recursive=False,
-            ):
-                self._source_changes.update(path for _change, path in changes)
-                self._wake.set()
+            while not stop.is_set():
+                dirs = _source_dirs(sources)
+                if not dirs:  # every source's directory is gone for now
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 2.0)
+                    continue
+                async for changes in awatch(
+                    *dirs,
+                    stop_event=stop,
+                    debounce=200,
+                    step=50,
+                    recursive=False,
+                ):
+                    changed = {path for _change, path in changes if path in sources}
+                    for src in sources:
+                        now = _source_identity(src)
+                        if now != loaded[src]:
+                            loaded[src] = now
+                            changed.add(src)
+                    if changed:
+                        self._source_changes.update(changed)
+                        self._wake.set()
+                    if _source_dirs(sources) != dirs:  # a link now leads elsewhere
+                        break
         except Exception as exc:  # watching is a convenience; never take the daemon down
             log.warning("(runner) cannot watch template files for changes: %s", exc)
 
@@ -789,6 +810,22 @@ class Runner:
 def _present(paths: list[str]) -> list[bool]:
     """Whether each path exists (a dangling symlink counts: it was not deleted)."""
     return [os.path.lexists(p) for p in paths]
+
+
+def _source_identity(path: str) -> tuple[str, int, int, int, int] | None:
+    """What a template source resolves to now: a symlink swapped to another file changes it."""
+    try:
+        st = os.stat(path)
+        return os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+    except OSError:
+        return None
+
+
+def _source_dirs(sources: set[str]) -> list[str]:
+    """The directories to watch: each source's, and that of the file it resolves to."""
+    dirs = {os.path.dirname(s) for s in sources}
+    dirs |= {os.path.dirname(os.path.realpath(s)) for s in sources}
+    return sorted(d for d in dirs if os.path.isdir(d))
 
 
 def _keep_modes(config: Config, old: Config) -> Config:

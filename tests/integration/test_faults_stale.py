@@ -155,3 +155,41 @@ def test_a_failed_write_is_retried_and_a_deleted_file_written_again(consul, uniq
     assert log.count("is a directory") == 1, log
     assert f"(runner) {out}: rendered again after an error" in log, log
     assert f"[WARN] (runner) {out}: deleted since it was written; writing it again" in log, log
+
+
+def _configmap_swap(root: Path, version: int, text: str) -> None:
+    """Publish ``text`` as ``t.tmpl`` the way the kubelet updates a mounted ConfigMap: a new
+    timestamped directory, a ``..data_tmp`` link to it renamed atomically over ``..data``, the
+    old directory removed."""
+    new = root / f"..2026_11_27_16_00_0{version}.{version:06d}"
+    new.mkdir()
+    (new / "t.tmpl").write_text(text)
+    old = (root / "..data").resolve() if (root / "..data").is_symlink() else None
+    tmp = root / "..data_tmp"
+    tmp.symlink_to(new.name)
+    tmp.rename(root / "..data")
+    if old is not None:
+        (old / "t.tmpl").unlink()
+        old.rmdir()
+
+
+def test_a_template_replaced_the_configmap_way_is_picked_up(consul, unique, tmp_path):
+    """Promise: a template whose source is replaced the way Kubernetes updates a ConfigMap
+    (``t.tmpl -> ..data/t.tmpl``, the ``..data`` link swapped to a new directory) is loaded
+    again and rendered, at every swap."""
+    consul.put_kv(f"{unique}/x", "1")
+    root = tmp_path / "configmap"
+    root.mkdir()
+    _configmap_swap(root, 1, f'v1 x={{{{ key("{unique}/x") }}}}\n')
+    (root / "t.tmpl").symlink_to("..data/t.tmpl")
+    out = tmp_path / "t.out"
+    config = _config(tmp_path, consul.http_addr, [(root / "t.tmpl", out)])
+    with Daemon(["-config", str(config)]) as ct:
+        wait_for(lambda: read(out) == "v1 x=1\n", what="first render", log=ct.log())
+        time.sleep(0.5)  # the watch is up
+        _configmap_swap(root, 2, f'v2 x={{{{ key("{unique}/x") }}}}\n')
+        wait_for(lambda: read(out) == "v2 x=1\n", what="the first swap", log=ct.log())
+        _configmap_swap(root, 3, f'v3 x={{{{ key("{unique}/x") }}}}\n')
+        wait_for(lambda: read(out) == "v3 x=1\n", what="the second swap", log=ct.log())
+        log = ct.log()
+    assert log.count(f"(runner) {root / 't.tmpl'}: template changed, rendering again") == 2, log
