@@ -48,6 +48,12 @@ _WAITING_ENV = "CTEMPLATE_WAITING_WARN"
 # Templates execute in worker threads. One still running after this long (a slow plugin) stops
 # holding up the pass: the others are written, and its result is taken when it is ready.
 _EXECUTION_BUDGET = 0.2  # seconds
+# A write that failed (a directory in the way, a full disk, too many open files) is tried again
+# after this long, doubling up to the cap, until it succeeds; no data change is needed.
+_WRITE_RETRY_FIRST = 0.5  # seconds
+_WRITE_RETRY_MAX = 30.0
+# How often the daemon checks that the files it wrote are still there (deleted: written again).
+_DESTINATION_CHECK = 2.0  # seconds
 _ABSENT = object()
 
 
@@ -83,6 +89,8 @@ class _Unit:
     running: asyncio.Future[Execution] | None = None  # an execution not yet taken
     running_on: Mapping[str, Any] = field(default_factory=dict)  # the data it runs against
     discard: bool = False  # the running execution is of a template replaced since
+    write_failures: int = 0  # writes that failed in a row
+    write_retry: asyncio.TimerHandle | None = None  # the next attempt after a failed write
     # For /health and /metrics (status_address).
     last_rendered: float | None = None  # Unix time of the last complete render
     renders: int = 0
@@ -225,9 +233,18 @@ class Runner:
         self._write_pid_file()
         self._start_consul(config)
         self._restart_file_watch()
+        destinations = None
+        if not (config.once or config.dry):
+            destinations = asyncio.get_running_loop().create_task(
+                self._watch_destinations(), name="destinations"
+            )
         try:
             return await self._loop()
         finally:
+            if destinations is not None:
+                destinations.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await destinations
             if self._status:
                 await self._status.stop()
             if self._file_watch_stop:
@@ -239,6 +256,8 @@ class Runner:
             for unit in self._units:
                 if unit.timer:
                     unit.timer.cancel()
+                if unit.write_retry:
+                    unit.write_retry.cancel()
             local.stop_plugins()  # executions still running finish at once
             self._executions.shutdown(wait=False, cancel_futures=True)
             await self._stop_consul()
@@ -344,15 +363,19 @@ class Runner:
             try:
                 result = await asyncio.to_thread(self._write, unit, execution.text)
             except CtemplateError as exc:
-                self._template_failed(unit, exc)
+                self._write_failed(unit, exc)
                 continue
             except Exception as exc:  # never let one file take the others down
                 error = RenderError(
                     f"{unit.config.destination}: cannot write: {type(exc).__name__}: {exc}"
                 )
                 error.__cause__ = exc
-                self._template_failed(unit, error)
+                self._write_failed(unit, error)
                 continue
+            unit.write_failures = 0
+            if unit.write_retry is not None:
+                unit.write_retry.cancel()
+                unit.write_retry = None
             if unit.last_error:
                 log.info("(runner) %s: rendered again after an error", unit.config.destination)
                 unit.last_error = None
@@ -433,6 +456,50 @@ class Runner:
                 raise RenderError(f"{exc}; the old file stays") from exc
 
         return check
+
+    def _write_failed(self, unit: _Unit, error: CtemplateError) -> None:
+        """A write failed: report it, and try again on a capped exponential backoff, so the
+        file follows the data once the cause is gone (not only at the next change). A
+        ``check_command`` that refused the file is not retried: it is asked again at the next
+        change."""
+        self._template_failed(unit, error)
+        if isinstance(error.__cause__, CommandError) or self.config.once:
+            return
+        delay = min(_WRITE_RETRY_FIRST * 2**unit.write_failures, _WRITE_RETRY_MAX)
+        unit.write_failures += 1
+        if unit.write_retry is not None:
+            unit.write_retry.cancel()
+        unit.write_retry = asyncio.get_running_loop().call_later(delay, self._retry_write, unit)
+        log.debug("(runner) %s: writing again in %.1fs", unit.config.destination, delay)
+
+    def _retry_write(self, unit: _Unit) -> None:
+        unit.write_retry = None
+        unit.dirty = True
+        self._wake.set()
+
+    async def _watch_destinations(self) -> None:
+        """Every ``_DESTINATION_CHECK`` seconds, write again the files deleted since they were
+        written (one ``lstat`` per file; watching directories would miss a destination whose
+        directory is removed and created again)."""
+        while True:
+            await asyncio.sleep(_DESTINATION_CHECK)
+            units = [
+                u
+                for u in self._units
+                if u.rendered and u.last_error is None and not u.dirty and u.running is None
+            ]
+            if not units:
+                continue
+            paths = [u.config.destination for u in units]
+            present = await asyncio.to_thread(_present, paths)
+            for unit, there in zip(units, present, strict=True):
+                if not there and unit in self._units:
+                    log.warning(
+                        "(runner) %s: deleted since it was written; writing it again",
+                        unit.config.destination,
+                    )
+                    unit.dirty = True
+                    self._wake.set()
 
     def _template_failed(self, unit: _Unit, error: CtemplateError) -> None:
         unit.errors += 1
@@ -566,6 +633,8 @@ class Runner:
         for unit in self._units:
             if unit.timer:
                 unit.timer.cancel()
+            if unit.write_retry:
+                unit.write_retry.cancel()
         old = self.config
         self.config = config
         if (config.consul, _watch_settings(config)) != (old.consul, _watch_settings(old)):
@@ -627,22 +696,43 @@ class Runner:
         )
 
     async def _watch_sources(self, sources: set[str], stop: asyncio.Event) -> None:
+        """Reload templates whose source changed: edited in place, replaced, or resolving to
+        another file through a symlink (a Kubernetes ConfigMap swaps its ``..data`` link to a
+        new directory; the source ``dir/t.tmpl -> ..data/t.tmpl`` itself never changes).
+
+        The directories of the sources and of the files they resolve to are watched; after
+        any event there, what each source resolves to (path, inode, size, mtime) is compared
+        with what was loaded.
+        """
         from watchfiles import awatch  # only daemons watch files
 
         logging.getLogger("watchfiles").setLevel(logging.WARNING)
-
-        dirs = sorted({os.path.dirname(s) for s in sources})
+        loaded = {s: _source_identity(s) for s in sources}
         try:
-            async for changes in awatch(
-                *dirs,
-                stop_event=stop,
-                watch_filter=lambda _change, path: path in sources,
-                debounce=200,
-                step=50,
-                recursive=False,
-            ):
-                self._source_changes.update(path for _change, path in changes)
-                self._wake.set()
+            while not stop.is_set():
+                dirs = _source_dirs(sources)
+                if not dirs:  # every source's directory is gone for now
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 2.0)
+                    continue
+                async for changes in awatch(
+                    *dirs,
+                    stop_event=stop,
+                    debounce=200,
+                    step=50,
+                    recursive=False,
+                ):
+                    changed = {path for _change, path in changes if path in sources}
+                    for src in sources:
+                        now = _source_identity(src)
+                        if now != loaded[src]:
+                            loaded[src] = now
+                            changed.add(src)
+                    if changed:
+                        self._source_changes.update(changed)
+                        self._wake.set()
+                    if _source_dirs(sources) != dirs:  # a link now leads elsewhere
+                        break
         except Exception as exc:  # watching is a convenience; never take the daemon down
             log.warning("(runner) cannot watch template files for changes: %s", exc)
 
@@ -682,6 +772,11 @@ class Runner:
                     command_seconds=unit.command_seconds,
                 )
             )
+        now = time.monotonic()
+        failing = tuple(
+            status.FailingQuery(key, f.error, now - f.since, f.count)
+            for key, f in sorted(self._watcher.failing.items() if self._watcher else ())
+        )
         consul = status.ConsulState(
             address=client.base_url if client else base_url(self.config.consul),
             reachable=client.available if client else False,
@@ -689,6 +784,7 @@ class Runner:
             requests=client.requests if client else 0,
             failed_requests=client.failed_requests if client else 0,
             watched_queries=len(queries),
+            failing=failing,
         )
         return status.Snapshot(consul, tuple(templates))
 
@@ -709,6 +805,27 @@ class Runner:
         if path:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+
+
+def _present(paths: list[str]) -> list[bool]:
+    """Whether each path exists (a dangling symlink counts: it was not deleted)."""
+    return [os.path.lexists(p) for p in paths]
+
+
+def _source_identity(path: str) -> tuple[str, int, int, int, int] | None:
+    """What a template source resolves to now: a symlink swapped to another file changes it."""
+    try:
+        st = os.stat(path)
+        return os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+    except OSError:
+        return None
+
+
+def _source_dirs(sources: set[str]) -> list[str]:
+    """The directories to watch: each source's, and that of the file it resolves to."""
+    dirs = {os.path.dirname(s) for s in sources}
+    dirs |= {os.path.dirname(os.path.realpath(s)) for s in sources}
+    return sorted(d for d in dirs if os.path.isdir(d))
 
 
 def _keep_modes(config: Config, old: Config) -> Config:

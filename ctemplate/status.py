@@ -3,11 +3,13 @@
 ``status_address = "127.0.0.1:9110"`` (flag ``-status-addr``) serves two read-only pages:
 
 ``GET /health``
-    JSON: Consul reachable or not (with the error of the current outage), and each template's
+    JSON: Consul reachable or not (with the error of the current outage), the queries whose
+    last request failed while the agent answers others (``failing_queries``: a datacenter that
+    is gone, a 403, an answer that trickled past its bound), and each template's
     state: ``rendered`` (its file follows the data), ``waiting`` (for the queries it lists) or
-    ``error`` (the message; the last good file stays). Status 200 when Consul is reachable and
-    every template is rendered, else 503, so a load balancer or a monitoring check can use the
-    status alone.
+    ``error`` (the message; the last good file stays). Status 200 when Consul is reachable, no
+    query is failing and every template is rendered, else 503, so a load balancer or a
+    monitoring check can use the status alone.
 ``GET /metrics``
     The same facts and counters (files written, template errors, command runs, failures and
     seconds, requests to Consul) in Prometheus' text format.
@@ -29,7 +31,15 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
-__all__ = ["ConsulState", "Snapshot", "StatusServer", "TemplateState", "health", "metrics"]
+__all__ = [
+    "ConsulState",
+    "FailingQuery",
+    "Snapshot",
+    "StatusServer",
+    "TemplateState",
+    "health",
+    "metrics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,17 @@ class TemplateState:
 
 
 @dataclass(frozen=True, slots=True)
+class FailingQuery:
+    """A query (or a loop serving several, e.g. ``health.sentinel(dc1):checks``) whose last
+    request failed while the agent may answer the others."""
+
+    query: str
+    error: str
+    seconds: float  # failing for this long
+    failures: int  # failed requests in a row
+
+
+@dataclass(frozen=True, slots=True)
 class ConsulState:
     address: str
     reachable: bool
@@ -60,6 +81,7 @@ class ConsulState:
     requests: int = 0
     failed_requests: int = 0
     watched_queries: int = 0
+    failing: tuple[FailingQuery, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +91,11 @@ class Snapshot:
 
     @property
     def healthy(self) -> bool:
-        return self.consul.reachable and all(t.state == "rendered" for t in self.templates)
+        return (
+            self.consul.reachable
+            and not self.consul.failing
+            and all(t.state == "rendered" for t in self.templates)
+        )
 
 
 def health(snap: Snapshot) -> dict[str, object]:
@@ -81,6 +107,15 @@ def health(snap: Snapshot) -> dict[str, object]:
             "address": consul.address,
             "reachable": consul.reachable,
             "error": None if consul.reachable else consul.last_error,
+            "failing_queries": [
+                {
+                    "query": f.query,
+                    "error": f.error,
+                    "failing_for": round(f.seconds, 1),
+                    "failures": f.failures,
+                }
+                for f in consul.failing
+            ],
         },
         "templates": [
             {
@@ -134,6 +169,12 @@ def metrics(snap: Snapshot) -> str:
         [("", c.failed_requests)],
     )
     family("watched_queries", "gauge", "Queries the templates use now.", [("", c.watched_queries)])
+    family(
+        "failing_queries",
+        "gauge",
+        "Queries whose last request to Consul failed.",
+        [("", len(c.failing))],
+    )
 
     def per_template(
         name: str, kind: str, text: str, get: Callable[[TemplateState], float | None]

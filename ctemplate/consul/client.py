@@ -2,12 +2,16 @@
 
 Errors are translated here, at the boundary, into :class:`ConsulError` whose message names the
 method, path (the token is sent in a header and never appears), status, the first line of the
-body and a hint. The client also keeps one availability state for all watches, so an outage is
-logged once when it starts and once when it ends, not once per request.
+body and a hint. The client also keeps one availability state for all watches: the agent
+cannot be reached (a refused or broken connection), logged once when it starts and once when it
+ends, not once per request. A failure of one query while the agent answers (an error status,
+an answer held or trickling past its bound) leaves that state alone: the watcher reports it
+per query.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
@@ -138,18 +142,42 @@ class ConsulClient:
         read = wait + wait / 16 + 10.0 if index > 0 else 30.0
         timeout = httpx.Timeout(10.0, read=read, pool=None)
         self.requests += 1
+        # httpx's read timeout bounds each read; an answer trickling in a byte every few seconds
+        # would never be cut. The whole answer gets the same bound, counted from the moment the
+        # request goes out on a connection (not while it queues for one within the budget).
+        deadline = asyncio.timeout(None)
+        loop = asyncio.get_running_loop()
+
+        async def trace(event: str, _info: Any) -> None:
+            if event.endswith("send_request_headers.started"):
+                deadline.reschedule(loop.time() + read)
+
         request = self._http.build_request(
-            "GET", path, params=q, timeout=timeout, extensions=self._extensions
+            "GET",
+            path,
+            params=q,
+            timeout=timeout,
+            extensions={**self._extensions, "trace": trace},
         )
         try:
-            # Streamed into a local buffer: a read response holds its body in a reference cycle
-            # (response <-> stream), so a large answer (megabytes for thousands of instances)
-            # would stay in memory until the garbage collector ran.
-            resp = await self._http.send(request, stream=True)
-            try:
-                body = b"".join([chunk async for chunk in resp.aiter_bytes()])
-            finally:
-                await resp.aclose()
+            async with deadline:
+                # Streamed into a local buffer: a read response holds its body in a reference
+                # cycle (response <-> stream), so a large answer (megabytes for thousands of
+                # instances) would stay in memory until the garbage collector ran.
+                resp = await self._http.send(request, stream=True)
+                try:
+                    body = b"".join([chunk async for chunk in resp.aiter_bytes()])
+                finally:
+                    await resp.aclose()
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise
+            err = ConsulError(
+                f"GET {path}: no complete answer within {read:.1f}s (held or trickling in: "
+                "a stuck agent, proxy or network?)"
+            )
+            self.failed_requests += 1
+            raise err from exc
         except httpx.HTTPError as exc:
             reason = str(exc) or type(exc).__name__
             if isinstance(exc, httpx.LocalProtocolError):
@@ -168,7 +196,12 @@ class ConsulClient:
             err = ConsulError(
                 f"GET {path}: cannot reach Consul at {self.base_url}: {reason}; {hint}"
             )
-            self._note_failure(err)
+            if isinstance(exc, httpx.ReadTimeout):
+                # One query held past its bound while the agent may answer every other one:
+                # that query's failure (the watcher reports it), not an outage.
+                self.failed_requests += 1
+            else:
+                self._note_failure(err)
             raise err from exc
         if resp.status_code == 404 and path.startswith("/v1/kv/"):
             data: Any = None
@@ -183,17 +216,17 @@ class ConsulClient:
                 transient=transient,
                 status=resp.status_code,
             )
-            if transient:
-                self._note_failure(err)
-            else:
-                self.failed_requests += 1
+            # The agent answered: it is reachable. The failure is this query's (a datacenter
+            # that is gone, a 403, no leader); the watcher reports it per query.
+            self.failed_requests += 1
+            self._note_success()
             raise err
         else:
             try:
                 data = json.loads(body)
             except ValueError as exc:
                 err = ConsulError(f"GET {path}: Consul sent a body that is not JSON")
-                self._note_failure(err)
+                self.failed_requests += 1
                 raise err from exc
         self._note_success()
         h = resp.headers

@@ -70,6 +70,7 @@ def test_health_and_metrics_follow_the_daemon(consul_agent_factory, tmp_path: Pa
             "address": f"http://{agent.http_addr}",
             "reachable": True,
             "error": None,
+            "failing_queries": [],
         }
         first, second = doc["templates"]
         assert (first["destination"], first["state"], first["error"]) == (

@@ -28,8 +28,16 @@ class FakeWatcher:
         self.delivered.append((key, value))
         return True
 
+    failing: dict[str, Any] = field(default_factory=dict)
+
     def fail(self, key: str, error: ConsulError) -> None:
         self.failed.append((key, error))
+
+    def query_failed(self, key: str, error: ConsulError) -> None:
+        self.failing[key] = str(error)
+
+    def query_ok(self, key: str) -> None:
+        self.failing.pop(key, None)
 
 
 class FakeClient:

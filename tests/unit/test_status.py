@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from ctemplate.status import ConsulState, Snapshot, TemplateState, health, metrics
+from dataclasses import replace
+
+from ctemplate.status import (
+    ConsulState,
+    FailingQuery,
+    Snapshot,
+    TemplateState,
+    health,
+    metrics,
+)
 
 
 def _snapshot(*templates: TemplateState, reachable: bool = True) -> Snapshot:
@@ -42,6 +51,7 @@ def test_metrics_escape_label_values_and_print_every_family() -> None:
         "ctemplate_consul_requests_total 7",
         "ctemplate_consul_request_failures_total 2",
         "ctemplate_watched_queries 3",
+        "ctemplate_failing_queries 0",
         f'ctemplate_template_state{{{label},state="rendered"}} 0',
         f'ctemplate_template_state{{{label},state="waiting"}} 0',
         f'ctemplate_template_state{{{label},state="error"}} 1',
@@ -66,6 +76,7 @@ def test_health_is_ok_only_when_consul_is_reachable_and_every_file_rendered() ->
         "address": "http://127.0.0.1:8500",
         "reachable": False,
         "error": "GET /v1/kv/a: cannot reach Consul",
+        "failing_queries": [],
     }
     doc = health(_snapshot(done, waiting))
     assert doc["status"] == "degraded"
@@ -87,3 +98,25 @@ def test_health_is_ok_only_when_consul_is_reachable_and_every_file_rendered() ->
             "last_rendered": None,
         },
     ]
+
+
+def test_one_failing_query_makes_health_degraded_and_is_named() -> None:
+    done = TemplateState(source="a", destination="a.out", state="rendered", last_rendered=1.0)
+    snap = _snapshot(done)
+    error = "GET /v1/health/service/web: Consul answered 500: No path to datacenter"
+    failing = FailingQuery("health.service(web@dc9|passing)", error, 12.34, 9)
+    snap = replace(snap, consul=replace(snap.consul, failing=(failing,)))
+    doc = health(snap)
+    assert not snap.healthy
+    assert doc["status"] == "degraded"
+    assert doc["consul"]["reachable"] is True
+    assert doc["consul"]["failing_queries"] == [
+        {
+            "query": "health.service(web@dc9|passing)",
+            "error": error,
+            "failing_for": 12.3,
+            "failures": 9,
+        }
+    ]
+    assert "ctemplate_failing_queries 1" in metrics(snap).splitlines()
+    assert "ctemplate_up 0" in metrics(snap).splitlines()
