@@ -343,7 +343,37 @@ def _parse_hcl(text: str, name: str) -> dict[str, Any]:
         raise ConfigError(f"{name}: cannot parse this file as HCL") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{name}: cannot parse this file as HCL")
+    _check_unquoted(data, text, name)
     return data
+
+
+_SECRET_KEYS = frozenset({"token", "password", "username"})
+
+
+def _check_unquoted(data: object, text: str, name: str, key: str = "") -> None:
+    """Reject a value written without quotes (``source = ok.j2``).
+
+    python-hcl2 reads a bare expression as the interpolation ``"${ok.j2}"``, which would then
+    be reported as a file named ``${ok.j2}``. A value that is a whole interpolation is looked
+    for, unquoted, on a ``key = ...`` line of the file; a quoted ``"${...}"`` is left alone.
+    """
+    if isinstance(data, dict):
+        for k, v in data.items():
+            _check_unquoted(v, text, name, str(k))
+    elif isinstance(data, list):
+        for v in data:
+            _check_unquoted(v, text, name, key)
+    elif isinstance(data, str) and key and data.startswith("${") and data.endswith("}"):
+        inner = data[2:-1]
+        pattern = rf"^[ \t]*{re.escape(key)}[ \t]*=[ \t]*{re.escape(inner)}[ \t]*(?:#.*|//.*)?$"
+        match = re.search(pattern, text, re.MULTILINE)
+        if match is None:
+            return
+        line = text.count("\n", 0, match.start()) + 1
+        example = '"..."' if key in _SECRET_KEYS else json.dumps(inner)
+        raise ConfigError(
+            f"{name}:{line}: {key}: the value must be quoted; write {key} = {example}"
+        )
 
 
 def _parse_json(text: str, name: str) -> dict[str, Any]:
