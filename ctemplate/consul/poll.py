@@ -46,7 +46,7 @@ class _Watcher(Protocol):
 async def _fetch(query: PolledQuery, watcher: _Watcher) -> Any:
     s = watcher.settings
     try:
-        async for attempt in retrying(s):
+        async for attempt in retrying(s, watcher.client.note_retry):
             with attempt:
                 return await query.fetch(watcher.client)
     except RetryError as exc:
