@@ -162,3 +162,53 @@ def test_quoted_interpolation_is_left_alone(tmp_path: Path) -> None:
     result = run_ctemplate(["-once", "-dry", "-config", str(config)])
     assert result.returncode == 0, result.stderr
     assert "${ok.j2}" in result.stdout
+
+
+# --- 9. -dry never claims to keep a file ------------------------------------------------------
+
+
+def test_dry_errors_do_not_claim_to_keep_a_file(tmp_path: Path) -> None:
+    src = tmp_path / "t.tmpl"
+    src.write_text('{{ parseInt("eighty") }}\n')
+    out = tmp_path / "out"
+    result = run_ctemplate(["-once", "-dry", "-template", f"{src}:{out}"])
+    assert result.returncode == 14
+    (line,) = [x for x in result.stderr.splitlines() if "[ERR]" in x]
+    assert line.split(" [ERR] ", 1)[1] == (
+        f"{src}:1: parseInt: 'eighty' is not a whole number; {out} is not printed (-dry)"
+    )
+    assert "keeping the last good" not in result.stderr
+
+
+# --- 10. maps in key order, lists as lists, chained lookups through a missing key -------------
+
+
+def test_maps_print_in_key_order_and_lists_as_lists(tmp_path: Path) -> None:
+    src = tmp_path / "t.tmpl"
+    src.write_text(
+        '{% set y = "b: 1\\na: {d: 1, c: 2}" | parseYAML %}'
+        'yaml={{ y }} keys={{ y | join(",") }}\n'
+        'merge={{ {"b": 1} | mergeMap({"a": 2}) }} '
+        'over={{ {"b": 1} | mergeMapWithOverride({"a": 2}) }}\n'
+        'json={{ \'{"z": [1, {"q": 1, "p": 2}], "m": 0}\' | parseJSON }}\n'
+        'tuple={{ ("x",) }} nested={{ {"k": ("v",)} }}\n'
+        '{% set m = {"a": 1} %}one=[{{ m.missing }}] chain=[{{ m.missing.deeper }}]'
+        ' item=[{{ m["missing"]["deeper"] }}]\n'
+    )
+    result = run_ctemplate(["-once", "-dry", "-template", f"{src}:{tmp_path / 'out'}"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n", 1)[1] == (
+        "yaml={'a': {'c': 2, 'd': 1}, 'b': 1} keys=a,b\n"
+        "merge={'a': 2, 'b': 1} over={'a': 2, 'b': 1}\n"
+        "json={'m': 0, 'z': [1, {'p': 2, 'q': 1}]}\n"
+        "tuple=['x'] nested={'k': ['v']}\n"
+        "one=[] chain=[] item=[]\n"
+    )
+
+
+def test_missing_record_field_is_still_an_error(tmp_path: Path) -> None:
+    src = tmp_path / "t.tmpl"
+    src.write_text('{% set m = {"a": 1} %}{{ m.missing.deeper }}{{ "x".Nope }}\n')
+    result = run_ctemplate(["-once", "-dry", "-template", f"{src}:{tmp_path / 'out'}"])
+    assert result.returncode == 14
+    assert "str has no attribute 'Nope'" in result.stderr
