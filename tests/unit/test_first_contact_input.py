@@ -1,6 +1,6 @@
 """First contact (issue 15): the mistakes a new user makes, each answered by one precise line
 and the right exit code. These run the real command; the ones needing Consul are in
-tests/integration/test_first_contact.py."""
+tests/integration/test_first_contact_consul.py."""
 
 from __future__ import annotations
 
