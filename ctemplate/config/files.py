@@ -319,6 +319,23 @@ _ALL_KEYS = frozenset(
 )
 
 
+def _note_parser_build() -> None:
+    """Say why the first HCL file after an install takes seconds: python-hcl2 builds its LALR
+    parser on first use (~10 s on a slow machine) and caches it next to its code
+    (``hcl2/.lark_cache.bin``); later runs load the cache in ~0.1 s. Where that directory is
+    read-only the parser is built on every start."""
+    try:
+        from hcl2.parser import PARSER_FILE
+    except ImportError:  # another python-hcl2 layout: nothing to say
+        return
+    if not os.path.exists(PARSER_FILE):
+        logger.info(
+            "(config) building python-hcl2's parser (first HCL file since it was installed; "
+            "takes a few seconds, then cached in %s)",
+            PARSER_FILE,
+        )
+
+
 def _parse_hcl(text: str, name: str) -> dict[str, Any]:
     import hcl2
     from lark.exceptions import UnexpectedInput
@@ -330,6 +347,7 @@ def _parse_hcl(text: str, name: str) -> dict[str, Any]:
         # Heredocs become plain strings. python-hcl2 drops their final newline (HCL1 keeps it).
         preserve_heredocs=False,
     )
+    _note_parser_build()
     try:
         data = hcl2.loads(text, serialization_options=options)
     except UnexpectedInput as exc:

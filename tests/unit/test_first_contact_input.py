@@ -212,3 +212,25 @@ def test_missing_record_field_is_still_an_error(tmp_path: Path) -> None:
     result = run_ctemplate(["-once", "-dry", "-template", f"{src}:{tmp_path / 'out'}"])
     assert result.returncode == 14
     assert "str has no attribute 'Nope'" in result.stderr
+
+
+# --- 11. the first HCL file after an install is slow: say why -----------------------------------
+
+
+def test_first_hcl_parse_says_the_parser_is_being_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import hcl2.parser
+
+    from ctemplate.config.files import _note_parser_build
+
+    missing = tmp_path / ".lark_cache.bin"
+    monkeypatch.setattr(hcl2.parser, "PARSER_FILE", missing)
+    with caplog.at_level("INFO", logger="ctemplate.config.files"):
+        _note_parser_build()
+        missing.write_bytes(b"")  # cached: nothing more to say
+        _note_parser_build()
+    assert [r.getMessage() for r in caplog.records] == [
+        "(config) building python-hcl2's parser (first HCL file since it was installed; takes a "
+        f"few seconds, then cached in {missing})"
+    ]
