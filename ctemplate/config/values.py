@@ -416,7 +416,7 @@ def _blocks(value: object, where: str) -> list[dict[str, Any]]:
     raise _type_error(where, "a block", value)
 
 
-_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+_HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a trailing dot (FQDN) is fine
 _ADDRESS_FORMS = "host:port, http://host:port or https://host:port, e.g. 127.0.0.1:8500"
 
 

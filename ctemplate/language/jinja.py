@@ -144,6 +144,8 @@ def _printable(value: Any) -> Any:
 
 
 def _finalize(value: Any) -> Any:
+    if isinstance(value, str):  # nearly every printed value: the cheap check first
+        return value
     return _printable(value) if isinstance(value, tuple | list | Mapping) else value
 
 

@@ -66,7 +66,15 @@ def test_malformed_consul_address_in_a_file_is_a_config_error(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(
-    "value", ["127.0.0.1:8500", "consul", "http://c:8500/", "https://c.example:8501", "[::1]:8500"]
+    "value",
+    [
+        "127.0.0.1:8500",
+        "consul",
+        "http://c:8500/",
+        "https://c.example:8501",
+        "[::1]:8500",
+        "consul.service.consul.:8500",
+    ],
 )
 def test_good_addresses_pass(value: str) -> None:
     assert parse_flags(["-consul-addr", value]).consul_addr == value
