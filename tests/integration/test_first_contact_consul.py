@@ -5,7 +5,10 @@ is not UTF-8, and how lists and maps print."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -249,3 +252,26 @@ def test_every_list_prints_as_a_list(consul, unique: str, tmp_path: Path) -> Non
     assert read(out) == (
         "dcs=['dc1']\nsplit=['p', 'q']\ncfg={'a': [3, 1], 'b': {'x': 2, 'y': 1}}\nchain=[]\n"
     )
+
+
+# --- 11. the demo -----------------------------------------------------------------------------
+
+
+def test_demo_runs_and_says_what_it_waits_for(consul_binary: str) -> None:
+    """contrib/demo.py end to end (what `bash scripts/demo` runs once .venv exists): it says
+    what the first render waits for, and passes."""
+    demo = Path(__file__).resolve().parents[2] / "contrib" / "demo.py"
+    result = subprocess.run(
+        [sys.executable, str(demo), "--requests", "6"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "CTEMPLATE_CONSUL": consul_binary},
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (
+        "    waiting for ctemplate: it starts Python, reads Consul, runs check_command "
+        "(nginx -t on a staged copy) and writes the file\n"
+    ) in result.stdout
+    assert "demo: OK" in result.stdout
