@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     from .config import Config, load_config
 
     setup_logging(flags.log_level or "info")  # warnings while loading the configuration
+    for line in flags.deprecations:
+        logging.getLogger(__name__).warning("%s", line)
     try:
         config = load_config(flags, os.environ)
     except ConfigError as exc:

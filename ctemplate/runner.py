@@ -27,6 +27,7 @@ from . import status
 from .config import Config, TemplateConfig, WaitConfig, parse_duration
 from .consul.client import ConsulClient, base_url
 from .consul.queries import Query
+from .consul.retry import describe as describe_retries
 from .consul.watch import Watcher, WatchSettings
 from .errors import CommandError, ConfigError, ConsulError, CtemplateError, RenderError
 from .language import local
@@ -98,6 +99,10 @@ class _Unit:
     command_runs: int = 0
     command_failures: int = 0
     command_seconds: float = 0.0
+    # The last command run for this file failed (its message, Unix time): /health says the
+    # template is degraded until a command of it succeeds.
+    command_error: str | None = None
+    command_failed_at: float | None = None
 
     @property
     def name(self) -> str:
@@ -165,6 +170,14 @@ class Runner:
     def _start_consul(self, config: Config) -> None:
         settings = _watch_settings(config)
         self._client = ConsulClient(config.consul, max_connections=settings.max_connections)
+        self._client.outage_note = describe_retries(settings) + (
+            "; nothing is written (-dry)" if config.dry else "; keeping the last good files"
+        )
+        self._client.retry_limit = settings.retry_attempts if settings.retry_enabled else 0
+        # Each retry gets a warning when the retries are bounded (-once gives up after 12).
+        self._client.retry_warn = settings.retry_enabled and (
+            settings.retry_attempts > 0 or settings.max_unavailable > 0
+        )
         self._watcher = Watcher(self._client, settings, self._on_change, self._on_watch_error)
 
     async def _stop_consul(self) -> None:
@@ -188,7 +201,10 @@ class Runner:
                 self._fatal = error
             self._wake.set()
         else:  # 403, 400, an unreadable answer: reported once, retried slowly
-            log.error("(watch) %s: %s; keeping the last good files", key, error)
+            keeping = (
+                "nothing is written (-dry)" if self.config.dry else "keeping the last good files"
+            )
+            log.error("(watch) %s: %s; %s", key, error, keeping)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -505,7 +521,10 @@ class Runner:
         unit.errors += 1
         message = str(error)
         if message != unit.last_error:
-            log.error("%s; keeping the last good %s", message, unit.config.destination)
+            if self.config.dry:  # nothing is written with -dry: there is no file to keep
+                log.error("%s; %s is not printed (-dry)", message, unit.config.destination)
+            else:
+                log.error("%s; keeping the last good %s", message, unit.config.destination)
         unit.last_error = message
         log.debug("details", exc_info=error)
 
@@ -550,17 +569,24 @@ class Runner:
                 )
                 break
             unit.command_runs += 1
+            sharing = [u for c, u in commands if c == command]  # a command runs once for all
             try:
                 result = task.result()
             except CommandError as exc:
                 unit.command_failures += 1
                 ok = False
+                for u in sharing:
+                    u.command_error, u.command_failed_at = str(exc), time.time()
                 if command in fatal:
                     self._fatal = CommandError(f'{exc} (on_command_failure = "exit")')
                     break
                 log.error("%s", exc)
                 continue
             unit.command_seconds += result.seconds
+            for u in sharing:
+                if u.command_error is not None:
+                    log.info("(runner) %s: command succeeded again", u.config.destination)
+                u.command_error = u.command_failed_at = None
             log.info(
                 "(runner) %s: command %r finished in %.2fs",
                 unit.config.destination,
@@ -587,16 +613,28 @@ class Runner:
                 if missing:
                     log.warning(
                         "(runner) %s: still waiting after %.0fs for: %s (not written until "
-                        "they have data)",
+                        "they have data)%s",
                         unit.config.destination,
                         waited,
                         ", ".join(missing),
+                        self._waiting_hint(missing),
                     )
                 unit.warned_at = now
                 due = now + self._waiting_every
             left = due - now
             next_check = left if next_check is None else min(next_check, left)
         return next_check
+
+    def _waiting_hint(self, missing: list[str]) -> str:
+        """With -once and no -once-timeout the wait has no end: say how to end it."""
+        if not self.config.once or self.config.once_timeout > 0:
+            return ""
+        if any(k.startswith("kv.block(") for k in missing):
+            return (
+                "; -once waits until they exist: use keyOrDefault or keyExists for a key that "
+                "may be absent, or bound the wait with -once-timeout"
+            )
+        return "; -once waits until they have data: bound the wait with -once-timeout"
 
     def _missing(self, unit: _Unit) -> list[str]:
         data = self._watcher.data if self._watcher is not None else {}
@@ -753,6 +791,8 @@ class Runner:
             queries.update(unit.queries)
             if unit.last_error is not None:
                 state = "error"
+            elif unit.command_error is not None:
+                state = "degraded"
             elif unit.rendered and unit.waiting_since is None:
                 state = "rendered"
             else:
@@ -770,6 +810,8 @@ class Runner:
                     command_runs=unit.command_runs,
                     command_failures=unit.command_failures,
                     command_seconds=unit.command_seconds,
+                    command_error=unit.command_error,
+                    command_failed_at=unit.command_failed_at,
                 )
             )
         now = time.monotonic()

@@ -6,10 +6,11 @@
     JSON: Consul reachable or not (with the error of the current outage), the queries whose
     last request failed while the agent answers others (``failing_queries``: a datacenter that
     is gone, a 403, an answer that trickled past its bound), and each template's
-    state: ``rendered`` (its file follows the data), ``waiting`` (for the queries it lists) or
-    ``error`` (the message; the last good file stays). Status 200 when Consul is reachable, no
-    query is failing and every template is rendered, else 503, so a load balancer or a
-    monitoring check can use the status alone.
+    state: ``rendered`` (its file follows the data), ``degraded`` (written, but its last command
+    failed: ``command_error`` names the command, its exit status and when, until a command
+    succeeds), ``waiting`` (for the queries it lists) or ``error`` (the message; the last good
+    file stays). Status 200 when Consul is reachable, no query is failing and every template is
+    rendered, else 503, so a load balancer or a monitoring check can use the status alone.
 ``GET /metrics``
     The same facts and counters (files written, template errors, command runs, failures and
     seconds, requests to Consul) in Prometheus' text format.
@@ -26,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -51,7 +53,7 @@ _MAX_HEAD = 8192
 class TemplateState:
     source: str  # the template file, or "(contents)"
     destination: str
-    state: str  # rendered | waiting | error
+    state: str  # rendered | degraded (written, its last command failed) | waiting | error
     waiting_for: tuple[str, ...] = ()
     error: str | None = None
     last_rendered: float | None = None  # Unix time the file was last written (or found current)
@@ -60,6 +62,8 @@ class TemplateState:
     command_runs: int = 0
     command_failures: int = 0
     command_seconds: float = 0.0
+    command_error: str | None = None  # the last command failed: its message
+    command_failed_at: float | None = None  # Unix time
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +129,19 @@ def health(snap: Snapshot) -> dict[str, object]:
                 "waiting_for": list(t.waiting_for),
                 "error": t.error,
                 "last_rendered": t.last_rendered,
+                "command_error": _when(t.command_error, t.command_failed_at),
             }
             for t in snap.templates
         ],
     }
+
+
+def _when(error: str | None, at: float | None) -> str | None:
+    """A failed command's message with the time it failed (UTC), for /health."""
+    if error is None:
+        return None
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)) if at is not None else "?"
+    return f"{error} (at {stamp}; degraded until a command succeeds)"
 
 
 def _label(value: str) -> str:
@@ -189,11 +202,11 @@ def metrics(snap: Snapshot) -> str:
     family(
         "template_state",
         "gauge",
-        "1 for the state each template is in (rendered, waiting or error).",
+        "1 for the state each template is in (rendered, degraded, waiting or error).",
         [
             (f'{{destination="{_label(t.destination)}",state="{state}"}}', int(t.state == state))
             for t in snap.templates
-            for state in ("rendered", "waiting", "error")
+            for state in ("rendered", "degraded", "waiting", "error")
         ],
     )
     per_template(

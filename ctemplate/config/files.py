@@ -321,6 +321,23 @@ _ALL_KEYS = frozenset(
 )
 
 
+def _note_parser_build() -> None:
+    """Say why the first HCL file after an install takes seconds: python-hcl2 builds its LALR
+    parser on first use (~10 s on a slow machine) and caches it next to its code
+    (``hcl2/.lark_cache.bin``); later runs load the cache in ~0.1 s. Where that directory is
+    read-only the parser is built on every start."""
+    try:
+        from hcl2.parser import PARSER_FILE
+    except ImportError:  # another python-hcl2 layout: nothing to say
+        return
+    if not os.path.exists(PARSER_FILE):
+        logger.info(
+            "(config) building python-hcl2's parser (first HCL file since it was installed; "
+            "takes a few seconds, then cached in %s)",
+            PARSER_FILE,
+        )
+
+
 def _parse_hcl(text: str, name: str) -> dict[str, Any]:
     import hcl2
     from lark.exceptions import UnexpectedInput
@@ -332,6 +349,7 @@ def _parse_hcl(text: str, name: str) -> dict[str, Any]:
         # Heredocs become plain strings. python-hcl2 drops their final newline (HCL1 keeps it).
         preserve_heredocs=False,
     )
+    _note_parser_build()
     try:
         data = hcl2.loads(text, serialization_options=options)
     except UnexpectedInput as exc:
@@ -345,7 +363,37 @@ def _parse_hcl(text: str, name: str) -> dict[str, Any]:
         raise ConfigError(f"{name}: cannot parse this file as HCL") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{name}: cannot parse this file as HCL")
+    _check_unquoted(data, text, name)
     return data
+
+
+_SECRET_KEYS = frozenset({"token", "password", "username"})
+
+
+def _check_unquoted(data: object, text: str, name: str, key: str = "") -> None:
+    """Reject a value written without quotes (``source = ok.j2``).
+
+    python-hcl2 reads a bare expression as the interpolation ``"${ok.j2}"``, which would then
+    be reported as a file named ``${ok.j2}``. A value that is a whole interpolation is looked
+    for, unquoted, on a ``key = ...`` line of the file; a quoted ``"${...}"`` is left alone.
+    """
+    if isinstance(data, dict):
+        for k, v in data.items():
+            _check_unquoted(v, text, name, str(k))
+    elif isinstance(data, list):
+        for v in data:
+            _check_unquoted(v, text, name, key)
+    elif isinstance(data, str) and key and data.startswith("${") and data.endswith("}"):
+        inner = data[2:-1]
+        pattern = rf"^[ \t]*{re.escape(key)}[ \t]*=[ \t]*{re.escape(inner)}[ \t]*(?:#.*|//.*)?$"
+        match = re.search(pattern, text, re.MULTILINE)
+        if match is None:
+            return
+        line = text.count("\n", 0, match.start()) + 1
+        example = '"..."' if key in _SECRET_KEYS else json.dumps(inner)
+        raise ConfigError(
+            f"{name}:{line}: {key}: the value must be quoted; write {key} = {example}"
+        )
 
 
 def _parse_json(text: str, name: str) -> dict[str, Any]:

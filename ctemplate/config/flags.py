@@ -20,6 +20,7 @@ from ctemplate.errors import ConfigError
 
 from .model import TemplateConfig, WaitConfig
 from .values import (
+    check_consul_address,
     parse_bool,
     parse_duration,
     parse_listen_address,
@@ -68,6 +69,9 @@ class Flags:
     retry: float | None = None  # legacy -retry: the consul retry backoff, seconds
     version: bool = False
     help: bool = False
+    # One line per old consul-template spelling used (``-consul``, ``-ssl``...), logged by the
+    # CLI once logging is set up.
+    deprecations: tuple[str, ...] = ()
 
 
 def _string(value: str, where: str) -> str:
@@ -77,6 +81,12 @@ def _string(value: str, where: str) -> str:
 def _nonempty(value: str, where: str) -> str:
     if not value.strip():
         raise ConfigError(f"{where}: must not be empty")
+    return value
+
+
+def _consul_address(value: str, where: str) -> str:
+    _nonempty(value, where)
+    check_consul_address(value, where=where)
     return value
 
 
@@ -128,7 +138,7 @@ _BOOL = ""
 
 _SPECS: dict[str, _Spec] = {
     "config": _Spec("configs", "path", "config file or directory (repeatable)", _nonempty),
-    "consul-addr": _Spec("consul_addr", "host:port", "Consul address", _nonempty),
+    "consul-addr": _Spec("consul_addr", "host:port", "Consul address", _consul_address),
     "consul-token": _Spec("consul_token", "token", "Consul ACL token"),
     "consul-token-file": _Spec(
         "consul_token_file", "path", "file holding the Consul ACL token", _nonempty
@@ -196,6 +206,25 @@ _SPECS: dict[str, _Spec] = {
     "help": _Spec("help", _BOOL, "print this help and exit"),
 }
 _ALIASES = {"v": "version", "h": "help"}
+# Spellings consul-template accepted before 0.18, when its Consul flags gained the "consul-"
+# prefix (-consul was the address). Accepted with a one-line warning so old scripts keep working.
+_RENAMED = {
+    "consul": "consul-addr",
+    "token": "consul-token",
+    "auth": "consul-auth",
+    "ssl": "consul-ssl",
+    "ssl-verify": "consul-ssl-verify",
+    "ssl-cert": "consul-ssl-cert",
+    "ssl-key": "consul-ssl-key",
+    "ssl-ca-cert": "consul-ssl-ca-cert",
+    "ssl-ca-path": "consul-ssl-ca-path",
+    "ssl-server-name": "consul-ssl-server-name",
+}
+# Older spellings that cannot be mapped one to one: what to write instead.
+_REPLACED = {
+    "ssl-no-verify": "-consul-ssl-verify=false",
+    "consul-ssl-no-verify": "-consul-ssl-verify=false",
+}
 
 
 def usage() -> str:
@@ -247,6 +276,7 @@ def parse_flags(argv: list[str]) -> Flags:
     values: dict[str, Any] = {}
     configs: list[str] = []
     templates: list[TemplateConfig] = []
+    deprecations: list[str] = []
     index = 0
     while index < len(argv):
         arg = argv[index]
@@ -264,10 +294,19 @@ def parse_flags(argv: list[str]) -> Flags:
         if not name or name.startswith("-"):
             raise ConfigError(f"bad flag syntax: {json.dumps(arg)}")
         name = _ALIASES.get(name, name)
+        typed = name
+        if name in _RENAMED:
+            old, name = name, _RENAMED[name]
+            deprecations.append(
+                f"flag -{old}: deprecated consul-template spelling (renamed in its 0.18); "
+                f"accepted as -{name}, write -{name}"
+            )
+        if name in _REPLACED:
+            raise ConfigError(f"flag -{name}: no longer exists; write {_REPLACED[name]}")
         spec = _SPECS.get(name)
         if spec is None:
             raise _unknown(name)
-        where = f"flag -{name}"
+        where = f"flag -{typed}"
         if not spec.metavar:  # boolean
             flag_value = parse_bool(value, where=where) if has_value else True
             if name == "help" and flag_value:
@@ -287,4 +326,9 @@ def parse_flags(argv: list[str]) -> Flags:
             values[spec.attr] = spec.convert(value, where)
     if values.get("once_timeout") and not values.get("once"):
         raise ConfigError("flag -once-timeout: only works with -once; add -once")
-    return Flags(configs=tuple(configs), templates=tuple(templates), **values)
+    return Flags(
+        configs=tuple(configs),
+        templates=tuple(templates),
+        deprecations=tuple(deprecations),
+        **values,
+    )

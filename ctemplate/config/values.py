@@ -448,6 +448,45 @@ def _split_userinfo(consul: dict[str, Any], address: str) -> str:
     return host
 
 
+_HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a trailing dot (FQDN) is fine
+_ADDRESS_FORMS = "host:port, http://host:port or https://host:port, e.g. 127.0.0.1:8500"
+
+
+def check_consul_address(value: str, *, where: str) -> None:
+    """Reject a Consul address that cannot be turned into a URL, naming ``where`` and the
+    accepted forms; a scheme other than http(s) (``tcp://``, ``unix://``) is refused here
+    rather than failing later as an invalid URL."""
+    text = value.strip()
+    lower = text.lower()
+    for scheme in ("https://", "http://"):
+        if lower.startswith(scheme):
+            text = text[len(scheme) :]
+            break
+    else:
+        if "://" in text:
+            scheme = text.split("://", 1)[0]
+            raise ConfigError(
+                f"{where}: {_quote(value)}: the scheme {scheme}:// is not supported; "
+                f"write {_ADDRESS_FORMS}"
+            )
+    text = text.rstrip("/")
+    if text.startswith("["):  # [IPv6]:port
+        host, close, rest = text[1:].partition("]")
+        ok = bool(close) and ":" in host and all(c in "0123456789abcdefABCDEF:." for c in host)
+        ok = ok and (not rest or rest.startswith(":"))
+        has_port, port = bool(rest), rest[1:]
+    else:
+        host, has_colon, port = text.partition(":")
+        ok = bool(_HOST_NAME.fullmatch(host)) and ":" not in port
+        has_port = bool(has_colon)
+    if ok and has_port:
+        ok = port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
+    if not ok:
+        raise ConfigError(
+            f"{where}: {_quote(value)} is not a Consul address; write {_ADDRESS_FORMS}"
+        )
+
+
 def _finish_consul(consul: dict[str, Any], *, address_where: str, auto_ssl: bool) -> dict[str, Any]:
     """Per-layer rules: strip the address scheme (https:// turns TLS on), enable auth when a
     username or password is set, and TLS when any other ssl key is set (consul-template)."""
@@ -465,6 +504,7 @@ def _finish_consul(consul: dict[str, Any], *, address_where: str, auto_ssl: bool
                 f"{address_where}: {_quote(_split_userinfo({}, consul['address']))} has no "
                 "host; write e.g. 127.0.0.1:8500"
             )
+        check_consul_address(consul["address"], where=address_where)
         consul["address"] = address
     auth = consul.get("auth")
     if auth and "enabled" not in auth and (auth.get("username") or auth.get("password")):

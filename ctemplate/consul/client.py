@@ -12,8 +12,11 @@ per query.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -110,6 +113,12 @@ class ConsulClient:
             trust_env=False,
         )
         self.available = True
+        # Set by the owner (the runner) from its retry settings: what the outage warning says
+        # happens next, and whether each retry is worth a warning (a bounded retry budget).
+        self.outage_note = "retrying with backoff, keeping the last good files"
+        self.retry_limit = 0  # retries before giving up; 0 = none or unbounded
+        self.retry_warn = False
+        self._retry_logged = 0  # the highest retry already reported in this outage
         self.last_error = ""  # the latest failure of the current outage
         self.requests = 0  # all sent, for /metrics
         self.failed_requests = 0
@@ -179,7 +188,7 @@ class ConsulClient:
             self.failed_requests += 1
             raise err from exc
         except httpx.HTTPError as exc:
-            reason = str(exc) or type(exc).__name__
+            reason = _os_reason(exc) or str(exc) or type(exc).__name__
             if isinstance(exc, httpx.LocalProtocolError):
                 # Its message quotes the offending header, which may be the token's value.
                 reason = "the request could not be sent (a header value is not valid)"
@@ -208,6 +217,12 @@ class ConsulClient:
         elif resp.status_code != 200:
             lines = body.decode("utf-8", "replace").strip().splitlines()
             first = lines[0][:200] if lines else ""
+            if resp.status_code == 500 and "no path to datacenter" in first.lower():
+                # Consul answers fine: the query names a datacenter it does not know. An
+                # error of this query alone, not an outage, and not worth a fast retry.
+                self.failed_requests += 1
+                message = await self._unknown_datacenter(path, q.get("dc", ""))
+                raise ConsulError(message, transient=False, status=resp.status_code)
             transient = resp.status_code >= 500 or resp.status_code == 429
             err = ConsulError(
                 f"GET {path}: Consul answered {resp.status_code}"
@@ -237,6 +252,22 @@ class ConsulClient:
             known_leader=h.get("X-Consul-KnownLeader", "true") == "true",
         )
 
+    async def _unknown_datacenter(self, path: str, dc: str) -> str:
+        """The message for a query naming a datacenter Consul does not know, with the ones it
+        knows (one more request; "" if that fails too)."""
+        known = ""
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            resp = await self._http.get("/v1/catalog/datacenters", extensions=self._extensions)
+            if resp.status_code == 200:
+                names = resp.json()
+                if isinstance(names, list):
+                    known = ", ".join(str(n) for n in names)
+        return (
+            f"GET {path}: unknown datacenter {json.dumps(dc)} (Consul: No path to datacenter); "
+            + (f"known datacenters: {known}; " if known else "")
+            + "check the @datacenter part of the query in the template"
+        )
+
     def _note_failure(self, err: ConsulError) -> None:
         """Log the start of an outage once; later failures only at debug level."""
         self.failed_requests += 1
@@ -245,9 +276,28 @@ class ConsulClient:
         if self.available:
             self.available = False
             self._down_since = time.monotonic()
-            log.warning("(consul) %s; retrying with backoff, keeping the last good files", err)
+            self._retry_logged = 0
+            log.warning("(consul) %s; %s", err, self.outage_note)
         else:
             log.debug("(consul) still failing: %s", err)
+
+    def note_retry(self, attempt: int, delay: float) -> None:
+        """Report a retry about to happen, once per retry number across all watches (each
+        watch retries on its own; they fail together when the agent is unreachable)."""
+        if attempt <= self._retry_logged or self.available:
+            return
+        self._retry_logged = attempt
+        of = f"/{self.retry_limit}" if self.retry_limit else ""
+        reason = _short(self.last_error)
+        log.log(
+            logging.WARNING if self.retry_warn else logging.DEBUG,
+            "(consul) %s: still failing (%s); attempt %d%s, next in %s",
+            self.base_url,
+            reason,
+            attempt,
+            of,
+            _seconds(delay),
+        )
 
     def _note_success(self) -> None:
         if not self.available:
@@ -270,6 +320,35 @@ def _is_tls_error(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return "SSL" in str(exc) or "certificate" in str(exc)
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The operating system's words for a failed connection (``connection refused``, ``name or
+    service not known``), found in the chain of causes; "" if there is none."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and isinstance(seen.errno, int) and seen.errno != 0:
+            if isinstance(seen, socket.gaierror):
+                text = f"cannot resolve the host name: {seen.strerror or seen.errno}"
+            else:
+                text = os.strerror(seen.errno)
+            return text[:1].lower() + text[1:]
+        seen = seen.__cause__ or seen.__context__
+    return ""
+
+
+def _short(error: str) -> str:
+    """The reason in an error message of :meth:`ConsulClient.get`, without the hint."""
+    head = error.split("; ", 1)[0]
+    if "cannot reach Consul at " in head:  # "... at http://host:port: reason"
+        return head.split("cannot reach Consul at ", 1)[1].partition(": ")[2] or head
+    if "Consul answered " in head:
+        return head.split("Consul answered ", 1)[1]
+    return head
+
+
+def _seconds(delay: float) -> str:
+    return f"{delay:.1f}s" if delay < 10 else f"{delay:.0f}s"
 
 
 def _int(value: str | None) -> int:

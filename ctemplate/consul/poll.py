@@ -51,7 +51,7 @@ async def _fetch(query: PolledQuery, watcher: _Watcher) -> Any:
     s = watcher.settings
     key = str(query)
     try:
-        async for attempt in retrying(s):
+        async for attempt in retrying(s, watcher.client.note_retry):
             with attempt:
                 try:
                     value = await query.fetch(watcher.client)

@@ -161,7 +161,7 @@ class _Poll:
         s = self.watcher.settings
         client = self.watcher.client
         try:
-            async for attempt in retrying(s):
+            async for attempt in retrying(s, client.note_retry):
                 with attempt:
                     # After a failure, ask without blocking: a restarted agent holds a query
                     # whose index is ahead of its own for the whole wait.
@@ -602,7 +602,7 @@ class Watcher:
         """One non-blocking read with the retry policy; ``_FAILED`` after reporting an error."""
         s = self.settings
         try:
-            async for attempt in retrying(s):
+            async for attempt in retrying(s, self.client.note_retry):
                 with attempt:
                     try:
                         resp = await self.client.get(path, params, stale=s.max_stale > 0)

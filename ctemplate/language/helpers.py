@@ -139,7 +139,7 @@ def parse_json(text: Any) -> Any:
     if text == "":
         return {}
     try:
-        return json.loads(text)
+        return _key_order(json.loads(text))
     except json.JSONDecodeError as exc:
         raise _fail("parseJSON", f"not JSON: {exc}") from None
 
@@ -152,7 +152,7 @@ def parse_yaml(text: Any) -> Any:
     if text == "":
         return {}
     try:
-        return yaml.safe_load(text)
+        return _key_order(yaml.safe_load(text))
     except yaml.YAMLError as exc:
         # Not str(exc): it quotes the offending line of the document.
         problem = getattr(exc, "problem", None) or type(exc).__name__
@@ -746,18 +746,28 @@ def _merge(base: Mapping[str, Any], other: Mapping[str, Any], *, override: bool)
     return out
 
 
+def _key_order(value: Any) -> Any:
+    """Maps (at every depth) with their keys in sorted order, as Go ranges over maps: the
+    order a map returned by a helper iterates and prints in."""
+    if isinstance(value, dict):
+        return {k: _key_order(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [_key_order(v) for v in value]
+    return value
+
+
 def merge_map(base: Any, other: Any) -> dict[str, Any]:
     """``base | mergeMap(other)``: ``base`` with the keys only ``other`` has (deep)."""
     if not isinstance(base, Mapping) or not isinstance(other, Mapping):
         raise _fail("mergeMap", "needs two maps")
-    return _merge(base, other, override=False)
+    return _key_order(_merge(base, other, override=False))  # type: ignore[no-any-return]
 
 
 def merge_map_with_override(base: Any, other: Any) -> dict[str, Any]:
     """``base | mergeMapWithOverride(other)``: ``base`` updated with ``other`` (deep)."""
     if not isinstance(base, Mapping) or not isinstance(other, Mapping):
         raise _fail("mergeMapWithOverride", "needs two maps")
-    return _merge(base, other, override=True)
+    return _key_order(_merge(base, other, override=True))  # type: ignore[no-any-return]
 
 
 # --- the helpers, by consul-template's name (bound by .registry) --------------------------------

@@ -135,6 +135,31 @@ class _MissingKeyIsEmpty(_Undefined):
     def __hash__(self) -> int:  # type: ignore[override]
         return id(type(self)) if self._soft() else self._fail_with_undefined_error()
 
+    # A lookup through a missing map key (``cfg.missing.port``) is as empty as the key itself.
+    def __getattr__(self, name: str) -> Any:
+        if name[:2] == "__":
+            raise AttributeError(name)
+        return self if self._soft() else self._fail_with_undefined_error()
+
+    def __getitem__(self, key: Any) -> Any:
+        return self if self._soft() else self._fail_with_undefined_error()
+
+
+def _printable(value: Any) -> Any:
+    """A list or map as ``{{ }}`` prints it: every list (tuples too) as a list, every map with
+    its keys in sorted order, at every depth, so ``datacenters()`` prints like ``split``."""
+    if isinstance(value, tuple | list):
+        return [_printable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _printable(value[k]) for k in sorted(value, key=str)}
+    return value
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, str):  # nearly every printed value: the cheap check first
+        return value
+    return _printable(value) if isinstance(value, tuple | list | Mapping) else value
+
 
 # --- errors -----------------------------------------------------------------------------------
 
@@ -279,6 +304,7 @@ class TemplateEngine:
             lstrip_blocks=True,
             autoescape=False,
             extensions=["jinja2.ext.do", "jinja2.ext.loopcontrols"],
+            finalize=_finalize,
         )
         self.env.globals.update(GLOBALS)
         self.env.filters.update(FILTERS)

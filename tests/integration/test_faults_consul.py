@@ -312,9 +312,18 @@ def test_daemon_waits_for_consul_to_appear(consul_agent_factory, tmp_path):
 @pytest.mark.parametrize(
     ("flags", "limit"),
     [
-        (["-consul-retry-attempts", "3"], "gave up after 3 retries"),
-        (["-max-unavailable", "1500ms"], "gave up after failing for 1.5s (max_unavailable)"),
-        (["-consul-retry=false"], "retries are disabled: consul.retry.enabled = false"),
+        (
+            ["-consul-retry-attempts", "3"],
+            "gave up after 3 retries, the limit of -consul-retry-attempts",
+        ),
+        (
+            ["-max-unavailable", "1500ms"],
+            "gave up after failing for 1.5s, the limit of -max-unavailable",
+        ),
+        (
+            ["-consul-retry=false"],
+            "not retried: retries are disabled by -consul-retry=false (consul.retry.enabled)",
+        ),
     ],
     ids=["retry-attempts", "max-unavailable", "retry-disabled"],
 )
@@ -347,8 +356,8 @@ def test_configured_limit_makes_the_outage_fatal(consul_agent_factory, tmp_path,
         lines = ct.log().strip().splitlines()
     assert lines[-1] == (
         f"ctemplate: error: GET /v1/kv/app/x: cannot reach Consul at http://{agent.http_addr}: "
-        "All connection attempts failed; is the agent running? (set -consul-addr or "
-        f"CONSUL_HTTP_ADDR) ({limit})"
+        "connection refused; is the agent running? (set -consul-addr or "
+        f"CONSUL_HTTP_ADDR); {limit}"
     )
     assert read(out) == "x=1\n"
     assert took < 10

@@ -135,7 +135,7 @@ DATA = {"kv.list(app/)": PAIRS, "health.service(web|passing)": SERVICES}
         ('{{ {"a/b": 1, "a/c": 2, "d": 3} | explodeMap }}', "{'a': {'b': 1, 'c': 2}, 'd': 3}"),
         (
             '{{ {"a": 1, "n": {"x": 1}} | mergeMap({"a": 2, "b": 3, "n": {"x": 2, "y": 2}}) }}',
-            "{'a': 1, 'n': {'x': 1, 'y': 2}, 'b': 3}",
+            "{'a': 1, 'b': 3, 'n': {'x': 1, 'y': 2}}",
         ),
         ('{{ {"a": 1} | mergeMapWithOverride({"a": 2, "b": 3}) }}', "{'a': 2, 'b': 3}"),
     ],

@@ -44,6 +44,10 @@ class FakeClient:
     def __init__(self, answers: list[Any]) -> None:
         self.answers = answers
         self.calls: list[tuple[str, dict[str, str] | None]] = []
+        self.retries: list[int] = []
+
+    def note_retry(self, attempt: int, delay: float) -> None:
+        self.retries.append(attempt)
 
     async def get(self, path: str, params: dict[str, str] | None = None, **_: Any) -> Any:
         self.calls.append((path, params))
@@ -92,7 +96,8 @@ async def test_transient_failures_are_retried_then_reported():
     assert len(client.calls) == 3
     ((key, error),) = watcher.failed
     assert key == "catalog.datacenters"
-    assert str(error) == f"{down} (gave up after 2 retries)"
+    assert str(error) == f"{down}; gave up after 2 retries, the limit of -consul-retry-attempts"
+    assert client.retries == [1, 2]
 
 
 async def test_files_are_delivered_again_when_they_change(tmp_path, monkeypatch):

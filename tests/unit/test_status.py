@@ -53,6 +53,7 @@ def test_metrics_escape_label_values_and_print_every_family() -> None:
         "ctemplate_watched_queries 3",
         "ctemplate_failing_queries 0",
         f'ctemplate_template_state{{{label},state="rendered"}} 0',
+        f'ctemplate_template_state{{{label},state="degraded"}} 0',
         f'ctemplate_template_state{{{label},state="waiting"}} 0',
         f'ctemplate_template_state{{{label},state="error"}} 1',
         f"ctemplate_template_last_rendered_timestamp_seconds{{{label}}} 1700000000.5",
@@ -88,6 +89,7 @@ def test_health_is_ok_only_when_consul_is_reachable_and_every_file_rendered() ->
             "waiting_for": [],
             "error": None,
             "last_rendered": 1.0,
+            "command_error": None,
         },
         {
             "source": "b",
@@ -96,6 +98,7 @@ def test_health_is_ok_only_when_consul_is_reachable_and_every_file_rendered() ->
             "waiting_for": ["kv.block(x)"],
             "error": None,
             "last_rendered": None,
+            "command_error": None,
         },
     ]
 
