@@ -333,7 +333,12 @@ def render(
             raise
         dir_fd = -1  # -dry: a directory that would be created
     try:
-        current = read_current(dir_fd, name, destination) if dir_fd >= 0 else Current()
+        try:
+            current = read_current(dir_fd, name, destination) if dir_fd >= 0 else Current()
+        except RenderError:
+            if not dry:
+                raise
+            current = Current()  # -dry writes nothing: only print what would be written
         if current.data == data:
             return RenderResult(changed=False, written=False)
         if dry:

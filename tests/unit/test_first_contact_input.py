@@ -183,7 +183,8 @@ def test_dry_errors_do_not_claim_to_keep_a_file(tmp_path: Path) -> None:
     assert result.returncode == 14
     (line,) = [x for x in result.stderr.splitlines() if "[ERR]" in x]
     assert line.split(" [ERR] ", 1)[1] == (
-        f"{src}:1: parseInt: 'eighty' is not a whole number; {out} is not printed (-dry)"
+        f"{src}:1: parseInt: a string of 6 characters is not a whole number; "
+        f"{out} is not printed (-dry)"
     )
     assert "keeping the last good" not in result.stderr
 
