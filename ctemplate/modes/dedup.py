@@ -153,6 +153,8 @@ class _Template:
     values: dict[str, Any] | None = None  # follower: the published data last applied
     applied_index: int = 0  # ModifyIndex of the data key last applied
     published: str = ""  # leader: hash of the payload now in the KV store
+    published_chunks: int = 0  # how many chunks that payload has (0: inline)
+    not_leader: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     pending: dict[str, Any] | None = None
     wake_publisher: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
@@ -227,6 +229,7 @@ class Dedup:
                     task.cancel()
         for tid in ids - set(self._templates):
             t = _Template(tid, f"{self._config.prefix}{tid}/")
+            t.not_leader.set()
             self._templates[tid] = t
             t.tasks = [
                 asyncio.create_task(self._contest(t), name=f"dedup lock {tid[:12]}"),
@@ -309,6 +312,10 @@ class Dedup:
             return
         before, t.role = t.role, role
         if role == "leader":
+            t.not_leader.clear()
+        else:
+            t.not_leader.set()
+        if role == "leader":
             t.became_leader += 1
             t.values = None
             log.info("(dedup) %s: leader: this instance reads Consul for it", t.id[:12])
@@ -359,7 +366,9 @@ class Dedup:
             resp = await self._client.get(f"/v1/kv/{t.data}")
             if resp.data:
                 raw = base64.b64decode(resp.data[0].get("Value") or "")
-                t.published = _header(raw).get("hash", "")
+                header = _header(raw)
+                t.published = str(header.get("hash", ""))
+                t.published_chunks = int(header.get("chunks") or 0)
 
     # --- publishing (leader) ---------------------------------------------------------------------
 
@@ -388,7 +397,7 @@ class Dedup:
 
     async def _write_payload(self, t: _Template, data: bytes, digest: str) -> None:
         packed = zlib.compress(data, 6)
-        old = t.published
+        old, old_chunks = t.published, t.published_chunks
         header: dict[str, Any] = {"hash": digest, "size": len(data), "chunks": 0}
         inline = packed
         if len(MAGIC) + 200 + len(packed) > CHUNK_SIZE:
@@ -414,11 +423,12 @@ class Dedup:
             self._set_role(t, "follower")
             return
         t.published = digest
+        t.published_chunks = int(header["chunks"])
         t.publishes += 1
         log.debug(
             "(dedup) %s: published %d bytes (%d compressed)", t.id[:12], len(data), len(packed)
         )
-        if old and old != digest:  # chunks of the previous version, if it had any
+        if old_chunks and old != digest:  # the chunks of the previous version
             with contextlib.suppress(ConsulError):
                 await self._client.write("DELETE", f"/v1/kv/{t.base}chunks/{old}", {"recurse": ""})
 
@@ -429,6 +439,9 @@ class Dedup:
         stale = self._config.max_stale > 0
         while True:
             try:
+                if t.role == "leader":  # the leader knows what it published
+                    await t.not_leader.wait()
+                    index = 0
                 resp = await self._client.get(
                     f"/v1/kv/{t.data}",
                     index=index,
