@@ -32,6 +32,7 @@ from .consul.watch import Watcher, WatchSettings
 from .errors import CommandError, ConfigError, ConsulError, CtemplateError, RenderError
 from .language import local
 from .language.jinja import CompiledTemplate, Execution, TemplateEngine
+from .modes.dedup import Dedup, shareable, template_id
 from .output.command import describe, run_command
 from .output.write import render, write_small_file
 
@@ -92,6 +93,7 @@ class _Unit:
     discard: bool = False  # the running execution is of a template replaced since
     write_failures: int = 0  # writes that failed in a row
     write_retry: asyncio.TimerHandle | None = None  # the next attempt after a failed write
+    dedup_id: str | None = None  # de-duplication: the template's identity (modes.dedup)
     # For /health and /metrics (status_address).
     last_rendered: float | None = None  # Unix time of the last complete render
     renders: int = 0
@@ -107,6 +109,26 @@ class _Unit:
     @property
     def name(self) -> str:
         return self.compiled.name
+
+
+def _dedup_id(tc: TemplateConfig, config: Config) -> str | None:
+    """The de-duplication identity of a template: its text, syntax and delimiters."""
+    if not config.dedup.enabled or config.once:
+        return None
+    if tc.source is not None:
+        try:
+            with open(tc.source, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError):
+            return None  # loading it failed or will fail with its own message
+    else:
+        text = tc.contents or ""
+    return template_id(
+        text,
+        syntax=str(getattr(tc, "syntax", "") or ""),
+        left=tc.left_delimiter or config.default_left_delimiter or "",
+        right=tc.right_delimiter or config.default_right_delimiter or "",
+    )
 
 
 def _command_env(config: Config) -> dict[str, str]:
@@ -150,6 +172,7 @@ class Runner:
         self._units: list[_Unit] = []
         self._client: ConsulClient | None = None
         self._watcher: Watcher | None = None
+        self._dedup: Dedup | None = None
         self._file_watch: asyncio.Task[None] | None = None
         self._file_watch_stop: asyncio.Event | None = None
         self._stopping = asyncio.Event()  # set by a stop signal: interrupts running commands
@@ -165,7 +188,9 @@ class Runner:
 
     def _load_units(self, config: Config) -> list[_Unit]:
         engine = _engine(config)
-        return [_Unit(tc, engine.load(tc)) for tc in config.templates]
+        return [
+            _Unit(tc, engine.load(tc), dedup_id=_dedup_id(tc, config)) for tc in config.templates
+        ]
 
     def _start_consul(self, config: Config) -> None:
         settings = _watch_settings(config)
@@ -179,8 +204,45 @@ class Runner:
             settings.retry_attempts > 0 or settings.max_unavailable > 0
         )
         self._watcher = Watcher(self._client, settings, self._on_change, self._on_watch_error)
+        if config.dedup.enabled and not config.once:
+            self._dedup = Dedup(
+                self._client, config.dedup, on_data=self._on_dedup, on_role=self._on_dedup
+            )
+            self._dedup.start()
+            self._sync_dedup()
+
+    def _sync_dedup(self) -> None:
+        if self._dedup is not None:
+            self._dedup.sync({u.dedup_id for u in self._units if u.dedup_id})
+
+    def _on_dedup(self, tid: str) -> None:
+        """Shared data arrived for a template, or its de-duplication role changed."""
+        for unit in self._units:
+            if unit.dedup_id == tid:
+                unit.dirty = True
+        self._wake.set()
+
+    def _unit_data(self, unit: _Unit, data: Mapping[str, Any]) -> Mapping[str, Any]:
+        """What a template executes against: for a de-duplication follower, the data its
+        leader published over the local cache (host-local queries stay local)."""
+        if unit.dedup_id is None or self._dedup is None:
+            return data
+        published = self._dedup.values(unit.dedup_id)
+        if not published:
+            return data
+        return {**data, **published}
+
+    def _leads_or_alone(self, unit: _Unit) -> bool:
+        return (
+            unit.dedup_id is None
+            or self._dedup is None
+            or self._dedup.role(unit.dedup_id) == "leader"
+        )
 
     async def _stop_consul(self) -> None:
+        if self._dedup:
+            await self._dedup.stop()
+            self._dedup = None
         if self._watcher:
             await self._watcher.stop()
         if self._client:
@@ -331,9 +393,10 @@ class Runner:
             unit.dirty = False
             if snapshot is None:
                 snapshot = dict(watcher.data)
-            unit.running_on = snapshot
+            data = self._unit_data(unit, snapshot)
+            unit.running_on = data
             unit.running = asyncio.get_running_loop().run_in_executor(
-                self._executions, contextvars.copy_context().run, unit.compiled.execute, snapshot
+                self._executions, contextvars.copy_context().run, unit.compiled.execute, data
             )
             started.append(unit.running)
         if started:
@@ -355,9 +418,8 @@ class Runner:
                 self._wake.set()
                 continue
             # Data that arrived while it ran (values are replaced, never changed in place).
-            if any(
-                watcher.data.get(k, _ABSENT) is not seen.get(k, _ABSENT) for k in execution.used
-            ):
+            current = self._unit_data(unit, watcher.data)
+            if any(current.get(k, _ABSENT) is not seen.get(k, _ABSENT) for k in execution.used):
                 unit.dirty = True
             if unit.dirty:
                 self._wake.set()
@@ -372,6 +434,12 @@ class Runner:
                     unit.waiting_since = now
                 continue
             unit.waiting_since = None
+            if unit.dedup_id and self._dedup and self._leads_or_alone(unit):
+                # The leader shares what it rendered from (not host-local answers).
+                self._dedup.publish(
+                    unit.dedup_id,
+                    {k: seen[k] for k, q in execution.used.items() if shareable(q) and k in seen},
+                )
             if self._quiescent(unit):
                 continue
             unit.due = False
@@ -533,7 +601,16 @@ class Runner:
         assert self._watcher is not None
         queries: dict[str, Query] = {}
         for unit in self._units:
-            queries.update(unit.queries)
+            if self._leads_or_alone(unit):
+                queries.update(unit.queries)
+                continue
+            # A de-duplication follower reads Consul only for what its leader does not share:
+            # host-local queries, and any its own execution used that the leader's did not.
+            assert self._dedup is not None and unit.dedup_id is not None
+            published = self._dedup.values(unit.dedup_id)
+            for key, query in unit.queries.items():
+                if not shareable(query) or (published is not None and key not in published):
+                    queries[key] = query
         self._watcher.sync(queries)
 
     async def _run_commands(self, commands: list[tuple[str | tuple[str, ...], _Unit]]) -> bool:
@@ -687,6 +764,7 @@ class Runner:
                 unit.running, unit.running_on, unit.discard = prev.running, prev.running_on, True
                 unit.queries = prev.queries
         self._units = units
+        self._sync_dedup()
         self._restart_file_watch()
         if config.pid_file != old.pid_file:
             self._remove_pid_file(old.pid_file)
@@ -714,8 +792,10 @@ class Runner:
                 log.error("%s; still using the previous version of %s", exc, src)
                 continue
             log.info("(runner) %s: template changed, rendering again", src)
+            unit.dedup_id = _dedup_id(unit.config, self.config)
             unit.dirty = True
             unit.discard = unit.running is not None  # the old template's result is not written
+        self._sync_dedup()
 
     def _restart_file_watch(self) -> None:
         if self._file_watch_stop:
@@ -783,6 +863,12 @@ class Runner:
             await server.start()
             self._status = server
 
+    def _dedup_state(self, unit: _Unit) -> dict[str, Any]:
+        if unit.dedup_id is None or self._dedup is None:
+            return {}
+        role, publishes, _ = self._dedup.stats().get(unit.dedup_id, ("starting", 0, 0))
+        return {"dedup_role": role, "dedup_publishes": publishes}
+
     def _snapshot(self) -> status.Snapshot:
         client = self._client
         queries: set[str] = set()
@@ -812,6 +898,7 @@ class Runner:
                     command_seconds=unit.command_seconds,
                     command_error=unit.command_error,
                     command_failed_at=unit.command_failed_at,
+                    **self._dedup_state(unit),
                 )
             )
         now = time.monotonic()

@@ -65,6 +65,10 @@ class TemplateState:
     command_error: str | None = None  # the last command failed: its message
     command_failed_at: float | None = None  # Unix time
 
+    # De-duplication (deduplicate { enabled = true }): leader | follower | starting; "" = off.
+    dedup_role: str = ""
+    dedup_publishes: int = 0  # payloads this instance published as the leader
+
 
 @dataclass(frozen=True, slots=True)
 class FailingQuery:
@@ -130,6 +134,7 @@ def health(snap: Snapshot) -> dict[str, object]:
                 "error": t.error,
                 "last_rendered": t.last_rendered,
                 "command_error": _when(t.command_error, t.command_failed_at),
+                **({"dedup": t.dedup_role} if t.dedup_role else {}),
             }
             for t in snap.templates
         ],
@@ -234,6 +239,30 @@ def metrics(snap: Snapshot) -> str:
         "Seconds spent running commands.",
         lambda t: t.command_seconds,
     )
+    deduplicated = [t for t in snap.templates if t.dedup_role]
+    if deduplicated:
+        family(
+            "dedup_role",
+            "gauge",
+            "1 for the de-duplication role of each template (leader, follower or starting).",
+            [
+                (
+                    f'{{destination="{_label(t.destination)}",role="{role}"}}',
+                    int(t.dedup_role == role),
+                )
+                for t in deduplicated
+                for role in ("leader", "follower", "starting")
+            ],
+        )
+        family(
+            "dedup_publishes_total",
+            "counter",
+            "Payloads of data published to the KV store as the template's leader.",
+            [
+                (f'{{destination="{_label(t.destination)}"}}', t.dedup_publishes)
+                for t in deduplicated
+            ],
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -64,7 +64,9 @@ _TOP_KEYS = (
     "reload_signal",
     "default_delimiters",
     "retry",
+    "deduplicate",
 )
+_DEDUP_KEYS = ("enabled", "prefix", "ttl", "max_stale", "block_query_wait")
 _CONSUL_KEYS = ("address", "token", "token_file", "max_connections", "auth", "retry", "ssl")
 _AUTH_KEYS = ("enabled", "username", "password")
 _RETRY_KEYS = ("enabled", "attempts", "backoff", "max_backoff")
@@ -154,12 +156,40 @@ class _FileReader:
                 if key in delimiters:
                     where = self.where(f"default_delimiters.{key}")
                     layer[f"default_{key}_delimiter"] = _parse_str(delimiters[key], where=where)
+        if "deduplicate" in top:
+            layer["dedup"] = self.dedup(top["deduplicate"])
         if "template" in top:
             blocks = _blocks(top["template"], self.where("template"))
             layer["templates"] = [
                 self.template(block, index) for index, block in enumerate(blocks, start=1)
             ]
         return layer
+
+    def dedup(self, value: object) -> dict[str, Any]:
+        """``deduplicate { ... }``: ``enabled`` is implied by any other key, as in
+        consul-template."""
+        block = self.keys(value, generic="deduplicate", keypath="deduplicate", known=_DEDUP_KEYS)
+        result: dict[str, Any] = {}
+        if "prefix" in block:
+            where = self.where("deduplicate.prefix")
+            prefix = _parse_nonempty(block["prefix"], where=where).strip("/")
+            if not prefix:
+                raise ConfigError(f'{where}: must name a KV prefix, e.g. "ctemplate/dedup/"')
+            result["prefix"] = prefix + "/"
+        for key in ("ttl", "max_stale", "block_query_wait"):
+            if key in block:
+                result[key] = parse_duration(block[key], where=self.where(f"deduplicate.{key}"))
+        if "ttl" in result and not 10.0 <= result["ttl"] <= 86400.0:
+            raise ConfigError(
+                f"{self.where('deduplicate.ttl')}: Consul accepts session TTLs from 10s to 24h"
+            )
+        if "enabled" in block:
+            result["enabled"] = parse_bool(
+                block["enabled"], where=self.where("deduplicate.enabled")
+            )
+        elif result:
+            result["enabled"] = True
+        return result
 
     def consul(self, value: object) -> dict[str, Any]:
         block = self.keys(value, generic="consul", keypath="consul", known=_CONSUL_KEYS)

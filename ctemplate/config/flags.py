@@ -56,6 +56,7 @@ class Flags:
     once: bool = False
     once_timeout: float | None = None  # seconds
     dry: bool = False
+    dedup: bool = False
     wait: WaitConfig | None = None
     max_stale: float | None = None  # seconds
     max_unavailable: float | None = None  # seconds
@@ -173,6 +174,7 @@ _SPECS: dict[str, _Spec] = {
         "once_timeout", "duration", "with -once: give up after this long (exit 14)", _duration
     ),
     "dry": _Spec("dry", _BOOL, "print rendered templates to stdout, write nothing"),
+    "dedup": _Spec("dedup", _BOOL, "de-duplication: one instance per template reads Consul"),
     "wait": _Spec("wait", "min[:max]", "quiescence, e.g. 5s:30s (max default 4*min)", _wait),
     "max-stale": _Spec(
         "max_stale", "duration", "accept stale reads this old (default 2s)", _duration

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ctemplate.errors import ConfigError
 
 from .files import _config_files, load_config_file
-from .model import AuthConfig, Config, ConsulConfig, RetryConfig, SSLConfig, WaitConfig
+from .model import AuthConfig, Config, ConsulConfig, DedupConfig, RetryConfig, SSLConfig, WaitConfig
 from .values import _finish_consul, _merge, _quote, check_token, parse_bool, parse_log_level
 
 if TYPE_CHECKING:
@@ -146,6 +147,8 @@ def _flags_layer(flags: Flags) -> dict[str, Any]:
     if flags.once_timeout is not None:
         layer["once_timeout"] = flags.once_timeout
     layer["dry"] = flags.dry
+    if flags.dedup:
+        layer["dedup"] = {"enabled": True}
     return layer
 
 
@@ -173,7 +176,11 @@ def _build(merged: dict[str, Any]) -> Config:
         token = _read_token_file(token_file, consul["_token_file_where"])
     wait: WaitConfig | None = merged.get("wait")
     pid_file: str | None = merged.get("pid_file") or None
+    dedup = DedupConfig(**merged.get("dedup", {}))
+    if merged.get("once"):  # as in consul-template: -once renders alone
+        dedup = replace(dedup, enabled=False)
     return Config(
+        dedup=dedup,
         consul=ConsulConfig(
             address=consul.get("address", _DEFAULTS.consul.address),
             token=token,

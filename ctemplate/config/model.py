@@ -84,8 +84,21 @@ class TemplateConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DedupConfig:
+    """``deduplicate { ... }`` / ``-dedup``: one instance per template reads Consul and shares
+    the data it rendered from through the KV store (ctemplate.modes.dedup)."""
+
+    enabled: bool = False
+    prefix: str = "ctemplate/dedup/"  # KV prefix of the locks and the shared data
+    ttl: float = 15.0  # seconds, TTL of the Consul session (renewed at half of it)
+    max_stale: float = 2.0  # seconds; stale reads of the shared data allowed this old
+    block_query_wait: float = 60.0  # seconds, wait of the blocking read of the shared data
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     consul: ConsulConfig = ConsulConfig()
+    dedup: DedupConfig = DedupConfig()
     templates: tuple[TemplateConfig, ...] = ()
     wait: WaitConfig | None = None
     max_stale: float = 2.0  # seconds; 0 = consistent reads only

@@ -20,7 +20,6 @@ logger = logging.getLogger(__name__)
 
 IGNORED_KEYS: frozenset[str] = frozenset(
     {
-        "deduplicate",
         "err_on_failed_lookup",
         "exec",
         "log_file",

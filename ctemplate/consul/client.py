@@ -268,6 +268,57 @@ class ConsulClient:
             + "check the @datacenter part of the query in the template"
         )
 
+    async def write(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None = None,
+        *,
+        content: bytes | None = None,
+        json_body: Any = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> tuple[int, Any]:
+        """One PUT or DELETE (sessions, locks, transactions): the status and the decoded JSON
+        body (``None`` when it is not JSON). A status outside ``ok`` is a :class:`ConsulError`
+        naming the method and path; the body it quotes is Consul's message, never what was sent.
+        """
+        self.requests += 1
+        kwargs: dict[str, Any] = {}
+        if json_body is not None:
+            kwargs["content"] = json.dumps(json_body).encode()
+        elif content is not None:
+            kwargs["content"] = content
+        try:
+            resp = await self._http.request(
+                method,
+                path,
+                params=params or {},
+                timeout=httpx.Timeout(10.0, read=30.0, pool=None),
+                extensions=self._extensions,
+                **kwargs,
+            )
+        except httpx.HTTPError as exc:
+            reason = str(exc) or type(exc).__name__
+            err = ConsulError(f"{method} {path}: cannot reach Consul at {self.base_url}: {reason}")
+            self.failed_requests += 1
+            raise err from exc
+        if resp.status_code not in ok:
+            self.failed_requests += 1
+            lines = resp.text.strip().splitlines()
+            first = lines[0][:200] if lines else ""
+            raise ConsulError(
+                f"{method} {path}: Consul answered {resp.status_code}"
+                + (f": {first}" if first else "")
+                + f"; {_hint(resp.status_code)}",
+                transient=resp.status_code >= 500 or resp.status_code == 429,
+                status=resp.status_code,
+            )
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        return resp.status_code, data
+
     def _note_failure(self, err: ConsulError) -> None:
         """Log the start of an outage once; later failures only at debug level."""
         self.failed_requests += 1

@@ -1,0 +1,1 @@
+"""Modes that drive the loop differently: watch, exec and de-duplication."""
