@@ -6,7 +6,8 @@
 * ``GET /`` answers the contents of ``--config`` as read at start or at the last SIGHUP
   (reloading on SIGHUP is what a real server does);
 * it writes ``DIR/port`` when it listens, and appends ``start <pid>`` / ``hup <pid>`` /
-  ``term <pid>`` lines to ``DIR/events`` (one line per event, with the time);
+  ``usr1 <pid>`` / ``term <pid>`` lines to ``DIR/events`` (one line per event, with the time);
+* SIGUSR1: only the ``usr1`` event line;
 * SIGTERM or SIGINT: exits 0 (a graceful stop), unless ``--ignore-term``;
 * ``--exit N --after S``: exits with status N after S seconds;
 * ``--orphans N``: starts N processes that its own shell child abandons (they are orphaned
@@ -70,6 +71,7 @@ def main() -> None:
             os._exit(0)
 
     signal.signal(signal.SIGHUP, hup)
+    signal.signal(signal.SIGUSR1, lambda _s, _f: _event(state, "usr1"))
     signal.signal(signal.SIGTERM, term)
     signal.signal(signal.SIGINT, term)
 

@@ -292,3 +292,59 @@ def test_as_pid_1_reaps_orphans_and_exits_with_the_childs_status(consul, unique,
     assert len(report["orphans"].split()) == 3
     assert report["left"] == "", report  # the orphans ended and were reaped
     assert report["zombies"] == "", report
+
+
+def test_other_signals_are_forwarded_and_own_reload_signal_is_kept(consul, unique, tmp_path):
+    key = f"{unique}/app"
+    consul.put_kv(key, "x")
+    argv = _child_argv(tmp_path / "app.conf", tmp_path / "state")
+    config, _dest, state = _config(
+        tmp_path, consul, key, f'  command = {_hcl_list(argv)}\n  reload_signal = "SIGHUP"'
+    )
+    with Daemon(["-config", str(config)]) as ct:
+        wait_for(lambda: _answer(state) == "x", 20, "the child's answer", ct.log())
+        app = _events(state, "start")[0][1]
+        ct.signal(signal.SIGUSR1)
+        wait_for(lambda: _events(state, "usr1"), 10, "the forwarded SIGUSR1", ct.log())
+        assert [p for _, p, _ in _events(state, "usr1")] == [app]
+        ct.signal(signal.SIGHUP)  # ctemplate's own reload signal: reloads its configuration
+        wait_for(lambda: "reloading configuration" in ct.log(), 10, "the reload", ct.log())
+        time.sleep(0.5)
+        assert _events(state, "hup") == []  # not passed on, and the child was not restarted
+        assert len(_events(state, "start")) == 1
+        assert ct.proc.poll() is None
+
+
+def test_once_with_exec_flags_waits_for_the_child_and_exits_with_its_status(
+    consul, unique, tmp_path
+):
+    key = f"{unique}/app"
+    consul.put_kv(key, "once")
+    src = tmp_path / "in.tmpl"
+    src.write_text(f"{{{{ key('{key}') }}}}")
+    dest = tmp_path / "app.conf"
+    out = tmp_path / "out"
+    script = f'test "$(cat {dest})" = once && echo "$GREETING,${{HOME:-no home}}" > {out}; exit 4'
+    proc = subprocess.run(
+        [
+            *COMMAND,
+            "-once",
+            "-consul-addr",
+            consul.http_addr,
+            "-template",
+            f"{src}:{dest}",
+            "-exec",
+            script,
+            "-exec-env-pristine",
+            "-exec-env-custom",
+            "GREETING=hello",
+            "-exec-env-custom",
+            "PATH=/usr/bin:/bin",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 4, proc.stderr
+    assert out.read_text() == "hello,no home\n"  # pristine: only the custom variables

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ctemplate.status import ConsulState, Snapshot, TemplateState, health, metrics
+from ctemplate.status import ConsulState, ExecState, Snapshot, TemplateState, health, metrics
 
 
 def _snapshot(*templates: TemplateState, reachable: bool = True) -> Snapshot:
@@ -87,3 +87,37 @@ def test_health_is_ok_only_when_consul_is_reachable_and_every_file_rendered() ->
             "last_rendered": None,
         },
     ]
+
+
+def test_exec_children_in_health_and_metrics() -> None:
+    consul = ConsulState("127.0.0.1:8500", reachable=True)
+    template = TemplateState(source="t", destination="/d", state="rendered")
+    up = ExecState("exec[1]", "app --serve", running=True, pid=42, restarts=2, last_exit=1)
+    down = ExecState("exec[2]", "sidecar", running=False, restarts=5, last_exit=137)
+    assert Snapshot(consul, (template,), (up,)).healthy
+    snap = Snapshot(consul, (template,), (up, down))
+    assert not snap.healthy  # a child waiting for its restart is not healthy
+    assert health(snap)["exec"] == [
+        {
+            "name": "exec[1]",
+            "command": "app --serve",
+            "running": True,
+            "pid": 42,
+            "restarts": 2,
+            "last_exit_status": 1,
+        },
+        {
+            "name": "exec[2]",
+            "command": "sidecar",
+            "running": False,
+            "pid": None,
+            "restarts": 5,
+            "last_exit_status": 137,
+        },
+    ]
+    text = metrics(snap)
+    assert 'ctemplate_exec_running{exec="exec[1]"} 1\n' in text
+    assert 'ctemplate_exec_running{exec="exec[2]"} 0\n' in text
+    assert 'ctemplate_exec_restarts_total{exec="exec[2]"} 5\n' in text
+    assert 'ctemplate_exec_last_exit_status{exec="exec[2]"} 137\n' in text
+    assert "exec" not in health(Snapshot(consul, (template,)))  # no exec block, no section
