@@ -309,7 +309,8 @@ class Child:
             await waiter
         self._kill_group(proc.pid, _signum(self.config.kill_signal, signal.SIGTERM))
         try:
-            returncode = await asyncio.wait_for(proc.wait(), self.config.kill_timeout or None)
+            # kill_timeout = 0: SIGKILL at once, as in consul-template
+            returncode = await asyncio.wait_for(proc.wait(), self.config.kill_timeout)
         except TimeoutError:
             log.warning(
                 "(exec) %s: still running %gs after %s; sending SIGKILL to its process group",

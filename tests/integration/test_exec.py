@@ -324,7 +324,10 @@ def test_once_with_exec_flags_waits_for_the_child_and_exits_with_its_status(
     src.write_text(f"{{{{ key('{key}') }}}}")
     dest = tmp_path / "app.conf"
     out = tmp_path / "out"
-    script = f'test "$(cat {dest})" = once && echo "$GREETING,${{HOME:-no home}}" > {out}; exit 4'
+    script = (
+        f'test "$(cat {dest})" = once && echo "$GREETING,${{HOME:-no home}}" > {out}; '
+        "echo to-stdout; echo to-stderr >&2; exit 4"
+    )
     proc = subprocess.run(
         [
             *COMMAND,
@@ -348,3 +351,29 @@ def test_once_with_exec_flags_waits_for_the_child_and_exits_with_its_status(
     )
     assert proc.returncode == 4, proc.stderr
     assert out.read_text() == "hello,no home\n"  # pristine: only the custom variables
+    assert proc.stdout == "to-stdout\n"  # the child's output, passed through unchanged
+    assert "to-stderr\n" in proc.stderr
+
+
+def test_restart_always_restarts_a_clean_exit_and_on_failure_does_not(consul, unique, tmp_path):
+    key = f"{unique}/app"
+    consul.put_kv(key, "x")
+    results = {}
+    for policy in ("always", "on-failure"):
+        base = tmp_path / policy
+        base.mkdir()
+        argv = _child_argv(base / "app.conf", base / "state", "--exit", "0", "--after", "0.2")
+        config, _dest, state = _config(
+            base,
+            consul,
+            key,
+            f'  command = {_hcl_list(argv)}\n  restart = "{policy}"\n  restart_backoff = "100ms"',
+        )
+        with Daemon(["-config", str(config)]) as ct:
+            if policy == "always":
+                wait_for(lambda s=state: len(_events(s, "start")) >= 3, 30, "restarts", ct.log())
+                results[policy] = ct.proc.poll()
+            else:
+                results[policy] = ct.wait(30)
+                assert len(_events(state, "start")) == 1
+    assert results == {"always": None, "on-failure": 0}
