@@ -216,12 +216,7 @@ class Runner:
         if config.dry:
             log.warning("(exec) -dry writes no files: the exec children are not started")
             return
-        self._exec = Supervisor(
-            config.execs,
-            [u.config.destination for u in self._units],
-            _command_env(config),
-            self._child_ended,
-        )
+        self._exec = Supervisor(config.execs, _command_env(config), self._child_ended)
         self._exec.install_signals(self._own_signals())
 
     def _child_ended(self, status: int) -> None:
@@ -412,7 +407,9 @@ class Runner:
         watcher.settle()
         ok = await self._run_commands(commands)
         if self._exec is not None:  # start children whose files are ready, reload on changes
-            self._exec.rendered([u.config.destination for u in self._units if u.rendered], written)
+            every = [u.config.destination for u in self._units]
+            done = [u.config.destination for u in self._units if u.rendered]
+            self._exec.rendered(every, done, written)
         return ok
 
     def _quiescent(self, unit: _Unit) -> bool:

@@ -342,18 +342,17 @@ class Supervisor:
     def __init__(
         self,
         execs: Iterable[ExecConfig],
-        destinations: Iterable[str],
         environ: Mapping[str, str],
         exit: Callable[[int], None],
     ) -> None:
         self._exit = exit
-        self._destinations = [os.path.abspath(d) for d in destinations]
         self.children = [
             Child(config, number, child_env(config, environ), self._ended)
             for number, config in enumerate(execs, start=1)
         ]
-        self._files = {
-            child: [os.path.abspath(d) for d in child.config.templates] or self._destinations
+        # The files each child depends on; None: every template's (after a reload too).
+        self._files: dict[Child, frozenset[str] | None] = {
+            child: frozenset(os.path.abspath(d) for d in child.config.templates) or None
             for child in self.children
         }
         self._forwarding: list[int] = []
@@ -366,20 +365,24 @@ class Supervisor:
             self.status = status
         self._exit(status)
 
-    def rendered(self, rendered: Iterable[str], changed: Iterable[str]) -> None:
-        """After a pass: ``rendered`` destinations have complete output (written or current);
-        ``changed`` ones were written just now."""
+    def rendered(
+        self, destinations: Iterable[str], rendered: Iterable[str], changed: Iterable[str]
+    ) -> None:
+        """After a pass: of every template's ``destinations``, ``rendered`` ones have complete
+        output (written or already current); ``changed`` ones were written just now."""
         if self._stopped:
             return
+        every = frozenset(os.path.abspath(d) for d in destinations)
         done = {os.path.abspath(d) for d in rendered}
         now = {os.path.abspath(d) for d in changed}
         for child, files in self._files.items():
+            files = every if files is None else files
             if not child.started:
-                if all(f in done for f in files):
+                if files <= done:
                     task = asyncio.ensure_future(child.start())
                     self._starting.add(task)
                     task.add_done_callback(self._starting.discard)
-            elif now.intersection(files):
+            elif not now.isdisjoint(files):
                 child.changed()
 
     def forward(self, signum: int) -> None:
