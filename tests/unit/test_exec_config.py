@@ -3,6 +3,7 @@ and bad input refused with one line naming the key (exit 15) before anything sta
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -205,3 +206,21 @@ def test_bad_exec_flags(args, code, message):
     result = run_ctemplate(["-template", "a:b", "-consul-addr", "127.0.0.1:9", *args], timeout=30)
     assert result.returncode == code, result.stderr
     assert result.stderr == f"ctemplate: error: {message}\n"
+
+
+def test_json_config_one_block_or_a_list(tmp_path):
+    config = tmp_path / "ct.json"
+    template = {"contents": "x", "destination": "/tmp/ct-exec-unit.out"}
+    one = {"command": ["app", "-v"], "reload_signal": "SIGUSR2", "env": {"custom": ["A=1"]}}
+    config.write_text(json.dumps({"template": [template], "exec": one}))
+    (block,) = load_config(parse_flags(["-config", str(config)]), {}).execs
+    assert (block.command, block.reload_signal, block.env.custom) == (
+        ("app", "-v"),
+        "SIGUSR2",
+        ("A=1",),
+    )
+    assert block.origin == f"{config}: exec[1]"
+    two = [{"command": "a"}, {"command": "b c"}]
+    config.write_text(json.dumps({"template": [template], "exec": two}))
+    execs = load_config(parse_flags(["-config", str(config)]), {}).execs
+    assert [e.command for e in execs] == [("a",), "b c"]
