@@ -170,6 +170,7 @@ class Child:
         self._failures = 0  # consecutive ends restarted by the policy: the backoff exponent
         self._closed = False
         self._sleeping = False  # the pending action is still in its delay: safe to cancel
+        self._spawning = False  # between fork and knowing the pid
         self.started = False  # started at least once
         self.starts = 0
         self.last_exit: int | None = None
@@ -193,19 +194,22 @@ class Child:
     # --- starting and ending ------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._closed or self.pid is not None:
-            return
+        if self._closed or self._spawning or self.pid is not None:
+            return  # a start still under way reads the files as they are now
         argv = _argv(self.config)
         self.started = True
         self.starts += 1
+        self._spawning = True
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *argv, env=self._env, start_new_session=True
             )
         except OSError as exc:
+            self._spawning = False
             log.error("(exec) %s: cannot start %r: %s", self.name, argv[0], exc.strerror or exc)
             self._on_end(127)
             return
+        self._spawning = False
         self._started_at = time.monotonic()
         log.info("(exec) %s: started %s (pid %d)", self.name, self.state().command, self._proc.pid)
         self._waiter = asyncio.ensure_future(self._wait(self._proc))
@@ -287,6 +291,9 @@ class Child:
 
     async def _reload_after(self, delay: float) -> None:
         await self._sleep(delay)
+        if self._spawning:  # starting right now: it reads the files as they are
+            self._action = None
+            return
         self._last_action = time.monotonic()
         sig = self.config.reload_signal
         if sig and self.send(getattr(signal, sig)):
