@@ -33,6 +33,7 @@ from .errors import CommandError, ConfigError, ConsulError, CtemplateError, Rend
 from .language import local
 from .language.jinja import CompiledTemplate, Execution, TemplateEngine
 from .modes.dedup import Dedup, shareable, template_id
+from .modes.exec import Supervisor, check_execs
 from .output.command import describe, run_command
 from .output.write import render, write_small_file
 
@@ -183,6 +184,7 @@ class Runner:
             max_workers=64, thread_name_prefix="ctemplate-execute"
         )
         self._waiting_first, self._waiting_every = _waiting_delays(os.environ)
+        self._exec: Supervisor | None = None  # exec mode: the supervised children
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -286,6 +288,35 @@ class Runner:
         for name in names - {""}:
             loop.remove_signal_handler(getattr(signal, name))
 
+    def _own_signals(self) -> set[str]:
+        """The signals ctemplate acts on itself; exec mode forwards the others."""
+        own = {"SIGINT", "SIGTERM", self.config.kill_signal}
+        if not self.config.once:
+            own.add(self.config.reload_signal)
+        return own - {""}
+
+    def _start_exec(self) -> None:
+        config = self.config
+        if not config.execs:
+            return
+        if config.dry:
+            log.warning("(exec) -dry writes no files: the exec children are not started")
+            return
+        self._exec = Supervisor(config.execs, _command_env(config), self._child_ended)
+        self._exec.install_signals(self._own_signals())
+
+    def _child_ended(self, status: int) -> None:
+        """A child ended and is not restarted: ctemplate stops and exits with its status."""
+        self._stop = True
+        self._stopping.set()
+        self._wake.set()
+
+    async def _finish(self) -> int:
+        """The exit status of a stop: the children's (stopped gracefully), else 0."""
+        if self._exec is None:
+            return EXIT_OK
+        return await self._exec.stop()
+
     def _request_stop(self, name: str) -> None:
         log.info("(runner) received %s, stopping", name)
         self._stop = True
@@ -308,6 +339,7 @@ class Runner:
         local.allow_plugins()
         await self._start_status(config)
         self._install_signals()
+        self._start_exec()
         self._write_pid_file()
         self._start_consul(config)
         self._restart_file_watch()
@@ -319,6 +351,9 @@ class Runner:
         try:
             return await self._loop()
         finally:
+            if self._exec:  # also on a fatal error: no child outlives ctemplate
+                await self._exec.stop()
+                self._exec.remove_signals()
             if destinations is not None:
                 destinations.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -349,7 +384,7 @@ class Runner:
             deadline = time.monotonic() + self.config.once_timeout
         while True:
             if self._stop:
-                return EXIT_OK
+                return await self._finish()
             if self._reload:
                 self._reload = False
                 await self._apply_reload()
@@ -366,7 +401,11 @@ class Runner:
             if self.config.once and all(u.rendered or u.last_error for u in self._units):
                 if command_failed or any(u.last_error for u in self._units):
                     return EXIT_ERROR
-                return EXIT_OK
+                if self._exec is not None:  # -once -exec: until the child ends
+                    while not self._stop:
+                        await self._wake.wait()
+                        self._wake.clear()
+                return await self._finish()
             timeout = self._warn_waiting()
             if deadline is not None:
                 left = deadline - time.monotonic()
@@ -405,6 +444,7 @@ class Runner:
                 if not task.done():  # the next pass takes it
                     task.add_done_callback(lambda _task: self._wake.set())
         commands: list[tuple[str | tuple[str, ...], _Unit]] = []
+        written: list[str] = []  # destinations whose file changed in this pass
         now = time.monotonic()
         for unit in self._units:
             if unit.running is None or not unit.running.done():
@@ -466,12 +506,18 @@ class Runner:
             unit.rendered = True
             unit.last_rendered = time.time()
             if result and not self.config.dry:
+                written.append(unit.config.destination)
                 unit.renders += 1
                 if unit.config.command:
                     commands.append((unit.config.command, unit))
         self._sync_watches()
         watcher.settle()
-        return await self._run_commands(commands)
+        ok = await self._run_commands(commands)
+        if self._exec is not None:  # start children whose files are ready, reload on changes
+            every = [u.config.destination for u in self._units]
+            done = [u.config.destination for u in self._units if u.rendered]
+            self._exec.rendered(every, done, written)
+        return ok
 
     def _quiescent(self, unit: _Unit) -> bool:
         """True if the write must wait for its quiet period (after the first render)."""
@@ -915,7 +961,8 @@ class Runner:
             watched_queries=len(queries),
             failing=failing,
         )
-        return status.Snapshot(consul, tuple(templates))
+        execs = self._exec.states() if self._exec else ()
+        return status.Snapshot(consul, tuple(templates), execs)
 
     # --- pid file -------------------------------------------------------------------------
 
@@ -960,7 +1007,8 @@ def _source_dirs(sources: set[str]) -> list[str]:
 def _keep_modes(config: Config, old: Config) -> Config:
     from dataclasses import replace
 
-    return replace(config, once=old.once, dry=old.dry)
+    # Exec blocks are read at start: a reload neither restarts nor reconfigures the children.
+    return replace(config, once=old.once, dry=old.dry, execs=old.execs)
 
 
 async def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
@@ -971,4 +1019,6 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
     """
     if not config.templates:
         raise ConfigError("no templates: give -template src:dest or a config file with template {}")
+    if config.execs:  # a missing program or a bad templates entry: before anything starts
+        check_execs(config.execs, [t.destination for t in config.templates], _command_env(config))
     return await Runner(config, reload).run()

@@ -35,6 +35,7 @@ from .errors import ConfigError
 
 __all__ = [
     "ConsulState",
+    "ExecState",
     "FailingQuery",
     "Snapshot",
     "StatusServer",
@@ -93,9 +94,22 @@ class ConsulState:
 
 
 @dataclass(frozen=True, slots=True)
+class ExecState:
+    """One supervised child (exec mode)."""
+
+    name: str  # "exec[1]"
+    command: str
+    running: bool
+    pid: int | None = None
+    restarts: int = 0  # starts after the first (restart policy, or restart on changes)
+    last_exit: int | None = None  # status of its last end (128 + N: killed by signal N)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     consul: ConsulState
     templates: tuple[TemplateState, ...] = field(default_factory=tuple)
+    execs: tuple[ExecState, ...] = field(default_factory=tuple)
 
     @property
     def healthy(self) -> bool:
@@ -103,6 +117,7 @@ class Snapshot:
             self.consul.reachable
             and not self.consul.failing
             and all(t.state == "rendered" for t in self.templates)
+            and all(e.running for e in self.execs)
         )
 
 
@@ -138,6 +153,23 @@ def health(snap: Snapshot) -> dict[str, object]:
             }
             for t in snap.templates
         ],
+        **(
+            {
+                "exec": [
+                    {
+                        "name": e.name,
+                        "command": e.command,
+                        "running": e.running,
+                        "pid": e.pid,
+                        "restarts": e.restarts,
+                        "last_exit_status": e.last_exit,
+                    }
+                    for e in snap.execs
+                ]
+            }
+            if snap.execs
+            else {}
+        ),
     }
 
 
@@ -262,6 +294,33 @@ def metrics(snap: Snapshot) -> str:
                 (f'{{destination="{_label(t.destination)}"}}', t.dedup_publishes)
                 for t in deduplicated
             ],
+        )
+    if snap.execs:
+
+        def per_exec(
+            name: str, kind: str, text: str, get: Callable[[ExecState], float | None]
+        ) -> None:
+            samples = []
+            for e in snap.execs:
+                value = get(e)
+                if value is not None:
+                    samples.append((f'{{exec="{_label(e.name)}"}}', value))
+            family(name, kind, text, samples)
+
+        per_exec(
+            "exec_running", "gauge", "1 while the supervised child runs.", lambda e: int(e.running)
+        )
+        per_exec(
+            "exec_restarts_total",
+            "counter",
+            "Times the child was started again (restart policy or file changes).",
+            lambda e: e.restarts,
+        )
+        per_exec(
+            "exec_last_exit_status",
+            "gauge",
+            "Status of the child's last end (128 + N: killed by signal N).",
+            lambda e: e.last_exit,
         )
     return "\n".join(lines) + "\n"
 

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ctemplate.errors import ConfigError
@@ -35,10 +35,14 @@ from .values import (
     check_token,
     parse_bool,
     parse_duration,
+    parse_env_entries,
+    parse_exec_command,
     parse_listen_address,
     parse_log_level,
     parse_perms,
+    parse_restart,
     parse_signal,
+    parse_string_list,
     parse_wait,
 )
 
@@ -65,6 +69,7 @@ _TOP_KEYS = (
     "default_delimiters",
     "retry",
     "deduplicate",
+    "exec",
 )
 _DEDUP_KEYS = ("enabled", "prefix", "ttl", "max_stale", "block_query_wait")
 _CONSUL_KEYS = ("address", "token", "token_file", "max_connections", "auth", "retry", "ssl")
@@ -91,6 +96,29 @@ _TEMPLATE_KEYS = (
     "on_command_failure",
 )
 _DELIMITER_KEYS = ("left", "right")
+_EXEC_KEYS = (
+    "command",
+    "enabled",
+    "timeout",  # consul-template's; meaningless for a supervised child: read and unused
+    "splay",
+    "reload_signal",
+    "kill_signal",
+    "kill_timeout",
+    "env",
+    "restart",
+    "restart_backoff",
+    "restart_max_backoff",
+    "min_reload_interval",
+    "templates",
+)
+_EXEC_ENV_KEYS = (
+    "pristine",
+    "custom",
+    "allowlist",
+    "denylist",
+    "whitelist",  # consul-template's older names
+    "blacklist",
+)
 
 # --------------------------------------------------------------------------------------------
 # Files
@@ -163,6 +191,10 @@ class _FileReader:
             layer["templates"] = [
                 self.template(block, index) for index, block in enumerate(blocks, start=1)
             ]
+        if "exec" in top:
+            blocks = _blocks(top["exec"], self.where("exec"))
+            execs = [self.exec(block, index) for index, block in enumerate(blocks, start=1)]
+            layer["execs"] = [e for e in execs if e.get("enabled", True)]
         return layer
 
     def dedup(self, value: object) -> dict[str, Any]:
@@ -190,6 +222,19 @@ class _FileReader:
         elif result:
             result["enabled"] = True
         return result
+
+    def exec(self, value: dict[str, Any], index: int) -> dict[str, Any]:
+        """One ``exec`` block as validated options (see ``load._build_exec``)."""
+        keypath = f"exec[{index}]"
+        block = self.keys(value, generic="exec", keypath=keypath, known=_EXEC_KEYS)
+        origin = self.where(keypath)
+
+        def env_keys(env: object) -> dict[str, Any]:
+            return self.keys(
+                env, generic="exec.env", keypath=f"{keypath}.env", known=_EXEC_ENV_KEYS
+            )
+
+        return parse_exec_options(block, origin, env_keys)
 
     def consul(self, value: object) -> dict[str, Any]:
         block = self.keys(value, generic="consul", keypath="consul", known=_CONSUL_KEYS)
@@ -302,6 +347,52 @@ class _FileReader:
         return TemplateConfig(origin=origin, **options)
 
 
+def parse_exec_options(
+    block: dict[str, Any], origin: str, env_keys: Callable[[object], dict[str, Any]]
+) -> dict[str, Any]:
+    """Validate and convert the keys of an ``exec`` block; ``origin`` prefixes messages."""
+
+    def where(key: str) -> str:
+        return f"{origin}.{key}"
+
+    options: dict[str, Any] = {"origin": origin}
+    if "enabled" in block:
+        options["enabled"] = parse_bool(block["enabled"], where=where("enabled"))
+    if "command" in block:
+        options["command"] = parse_exec_command(block["command"], where=where("command"))
+    elif options.get("enabled", True):
+        raise ConfigError(f"{origin}: command is required (the program to start and supervise)")
+    for key in ("timeout", "splay", "kill_timeout", "restart_backoff", "restart_max_backoff"):
+        if key in block:
+            options[key] = parse_duration(block[key], where=where(key))
+    if "min_reload_interval" in block:
+        options["min_reload_interval"] = parse_duration(
+            block["min_reload_interval"], where=where("min_reload_interval")
+        )
+    for key in ("reload_signal", "kill_signal"):
+        if key in block:
+            options[key] = parse_signal(block[key], where=where(key))
+    if "restart" in block:
+        options["restart"] = parse_restart(block["restart"], where=where("restart"))
+    if "templates" in block:
+        options["templates"] = parse_string_list(block["templates"], where=where("templates"))
+    if "env" in block:
+        env = env_keys(block["env"])
+        options["env"] = {}
+        if "pristine" in env:
+            options["env"]["pristine"] = parse_bool(env["pristine"], where=where("env.pristine"))
+        if "custom" in env:
+            options["env"]["custom"] = parse_env_entries(env["custom"], where=where("env.custom"))
+        for key, old in (("allowlist", "whitelist"), ("denylist", "blacklist")):
+            patterns: list[str] = []
+            for name in (key, old):
+                if name in env:
+                    patterns += parse_string_list(env[name], where=where(f"env.{name}"))
+            if patterns:
+                options["env"][key] = patterns
+    return options
+
+
 def _syntax_message(exc: Exception) -> str:
     """A short description of a lark parse error (lark lists every expected token)."""
     token = getattr(exc, "token", None)
@@ -345,6 +436,8 @@ _ALL_KEYS = frozenset(
         *_TEMPLATE_KEYS,
         *_WAIT_KEYS,
         *_DELIMITER_KEYS,
+        *_EXEC_KEYS,
+        *_EXEC_ENV_KEYS,
         *(key.rpartition(".")[2] for key in IGNORED_KEYS),
         *("true", "false", "null", "if", "in", "for", "for_each", "else", "endif", "endfor"),
     }

@@ -23,8 +23,11 @@ from .values import (
     check_consul_address,
     parse_bool,
     parse_duration,
+    parse_env_entries,
+    parse_exec_command,
     parse_listen_address,
     parse_log_level,
+    parse_restart,
     parse_signal,
     parse_wait,
 )
@@ -68,6 +71,18 @@ class Flags:
     default_left_delimiter: str | None = None
     default_right_delimiter: str | None = None
     retry: float | None = None  # legacy -retry: the consul retry backoff, seconds
+    # exec mode: they set the first exec block (-exec creates it when no file has one)
+    exec_command: str | tuple[str, ...] | None = None
+    exec_reload_signal: str | None = None  # "" = restart the child on changes
+    exec_kill_signal: str | None = None
+    exec_kill_timeout: float | None = None
+    exec_splay: float | None = None
+    exec_env_pristine: bool | None = None
+    exec_env_custom: tuple[str, ...] = ()
+    exec_env_allowlist: tuple[str, ...] = ()
+    exec_env_denylist: tuple[str, ...] = ()
+    exec_restart: str | None = None
+    exec_min_reload_interval: float | None = None
     version: bool = False
     help: bool = False
     # One line per old consul-template spelling used (``-consul``, ``-ssl``...), logged by the
@@ -118,6 +133,18 @@ def _signal(value: str, where: str) -> str:
 
 def _listen_address(value: str, where: str) -> str:
     return parse_listen_address(value, where=where)
+
+
+def _exec_command(value: str, where: str) -> str | tuple[str, ...]:
+    return parse_exec_command(value, where=where)
+
+
+def _restart(value: str, where: str) -> str:
+    return parse_restart(value, where=where)
+
+
+def _env_entry(value: str, where: str) -> str:
+    return parse_env_entries(value, where=where)[0]
 
 
 def _auth(value: str, where: str) -> str:
@@ -204,6 +231,45 @@ _SPECS: dict[str, _Spec] = {
         "default_right_delimiter", "text", "right template delimiter (default }})"
     ),
     "retry": _Spec("retry", "duration", "legacy: same as -consul-retry-backoff", _duration),
+    "exec": _Spec(
+        "exec_command", "command", "start and supervise this command (exec mode)", _exec_command
+    ),
+    "exec-reload-signal": _Spec(
+        "exec_reload_signal",
+        "signal",
+        "send to the child when files change (default: restart)",
+        _signal,
+    ),
+    "exec-kill-signal": _Spec(
+        "exec_kill_signal", "signal", "stop the child with this (default SIGINT)", _signal
+    ),
+    "exec-kill-timeout": _Spec(
+        "exec_kill_timeout", "duration", "then SIGKILL after this long (default 30s)", _duration
+    ),
+    "exec-splay": _Spec(
+        "exec_splay", "duration", "random delay before a reload or restart (default 0)", _duration
+    ),
+    "exec-env-pristine": _Spec(
+        "exec_env_pristine", _BOOL, "the child gets only the -exec-env-custom variables"
+    ),
+    "exec-env-custom": _Spec(
+        "exec_env_custom", "KEY=value", "set this variable for the child (repeatable)", _env_entry
+    ),
+    "exec-env-allowlist": _Spec(
+        "exec_env_allowlist", "glob", "pass only variables matching (repeatable)", _nonempty
+    ),
+    "exec-env-denylist": _Spec(
+        "exec_env_denylist", "glob", "never pass variables matching (repeatable)", _nonempty
+    ),
+    "exec-restart": _Spec(
+        "exec_restart", "policy", "never, on-failure or always (default never)", _restart
+    ),
+    "exec-min-reload-interval": _Spec(
+        "exec_min_reload_interval",
+        "duration",
+        "at most one reload or restart per this long (default 0)",
+        _duration,
+    ),
     "version": _Spec("version", _BOOL, "print the version and exit"),
     "help": _Spec("help", _BOOL, "print this help and exit"),
 }
@@ -227,6 +293,7 @@ _REPLACED = {
     "ssl-no-verify": "-consul-ssl-verify=false",
     "consul-ssl-no-verify": "-consul-ssl-verify=false",
 }
+_REPEATABLE = frozenset({"exec-env-custom", "exec-env-allowlist", "exec-env-denylist"})
 
 
 def usage() -> str:
@@ -322,6 +389,9 @@ def parse_flags(argv: list[str]) -> Flags:
             index += 1
         if name == "config":
             configs.append(_nonempty(value, where))
+        elif name in _REPEATABLE:
+            values.setdefault(spec.attr, ())
+            values[spec.attr] += (spec.convert(value, where),)
         elif name == "template":
             templates.append(_template(value, where, len(templates) + 1))
         else:

@@ -25,7 +25,17 @@ from typing import TYPE_CHECKING, Any
 from ctemplate.errors import ConfigError
 
 from .files import _config_files, load_config_file
-from .model import AuthConfig, Config, ConsulConfig, DedupConfig, RetryConfig, SSLConfig, WaitConfig
+from .model import (
+    AuthConfig,
+    Config,
+    ConsulConfig,
+    DedupConfig,
+    ExecConfig,
+    ExecEnvConfig,
+    RetryConfig,
+    SSLConfig,
+    WaitConfig,
+)
 from .values import _finish_consul, _merge, _quote, check_token, parse_bool, parse_log_level
 
 if TYPE_CHECKING:
@@ -149,6 +159,32 @@ def _flags_layer(flags: Flags) -> dict[str, Any]:
     layer["dry"] = flags.dry
     if flags.dedup:
         layer["dedup"] = {"enabled": True}
+    exec_flags: dict[str, Any] = {}
+    for key, value in (
+        ("command", flags.exec_command),
+        ("reload_signal", flags.exec_reload_signal),
+        ("kill_signal", flags.exec_kill_signal),
+        ("kill_timeout", flags.exec_kill_timeout),
+        ("splay", flags.exec_splay),
+        ("restart", flags.exec_restart),
+        ("min_reload_interval", flags.exec_min_reload_interval),
+    ):
+        if value is not None:
+            exec_flags[key] = value
+    env: dict[str, Any] = {}
+    if flags.exec_env_pristine is not None:
+        env["pristine"] = flags.exec_env_pristine
+    for key, entries in (
+        ("custom", flags.exec_env_custom),
+        ("allowlist", flags.exec_env_allowlist),
+        ("denylist", flags.exec_env_denylist),
+    ):
+        if entries:
+            env[key] = list(entries)
+    if env:
+        exec_flags["env"] = env
+    if exec_flags:
+        layer["exec_flags"] = exec_flags
     return layer
 
 
@@ -166,6 +202,42 @@ def _read_token_file(path: str, where: str) -> str:
         raise ConfigError(f"{where}: cannot read {_quote(path)}: {exc.strerror or exc}") from None
     shown = json.dumps(path, ensure_ascii=False)  # the whole path, however long
     return check_token(token, f"{where}: {shown}", from_file=True)
+
+
+def _execs(merged: dict[str, Any]) -> tuple[ExecConfig, ...]:
+    """The exec blocks, the ``-exec*`` flags applied to the first one (consul-template has
+    one exec block; its flags override the file's values, and env lists append)."""
+    blocks: list[dict[str, Any]] = [dict(b) for b in merged.get("execs", [])]
+    flags: dict[str, Any] = merged.get("exec_flags", {})
+    if flags:
+        if not blocks:
+            if "command" not in flags:
+                name = next(iter(flags)).replace("_", "-")
+                raise ConfigError(
+                    f"flag -exec-{name}: there is no child to apply it to; add -exec COMMAND "
+                    "or an exec block"
+                )
+            blocks.append({"origin": "flag -exec"})
+        first = blocks[0]
+        env = dict(first.get("env", {}))
+        for key, value in flags.get("env", {}).items():
+            env[key] = [*env.get(key, []), *value] if isinstance(value, list) else value
+        first.update({k: v for k, v in flags.items() if k != "env"})
+        if env:
+            first["env"] = env
+    result = []
+    for block in blocks:
+        env = block.pop("env", {})
+        block.pop("enabled", None)
+        block.pop("timeout", None)
+        env_options: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in env.items()
+        }
+        options: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in block.items()
+        }
+        result.append(ExecConfig(env=ExecEnvConfig(**env_options), **options))
+    return tuple(result)
 
 
 def _build(merged: dict[str, Any]) -> Config:
@@ -205,6 +277,7 @@ def _build(merged: dict[str, Any]) -> Config:
         once=merged.get("once", False),
         once_timeout=merged.get("once_timeout", _DEFAULTS.once_timeout),
         dry=merged.get("dry", False),
+        execs=_execs(merged),
     )
 
 

@@ -21,7 +21,6 @@ logger = logging.getLogger(__name__)
 IGNORED_KEYS: frozenset[str] = frozenset(
     {
         "err_on_failed_lookup",
-        "exec",
         "log_file",
         "nomad",
         "once",  # consul-template itself only honours -once (its file value is overwritten)
@@ -362,6 +361,54 @@ def _parse_command(value: object, *, where: str) -> str | tuple[str, ...] | None
     raise _type_error(where, "a string or a list of strings", value)
 
 
+def parse_exec_command(value: object, *, where: str) -> str | tuple[str, ...]:
+    """The supervised child's command: a list is an argv; a string with whitespace runs
+    through ``sh -c``; a single word runs directly (as consul-template does, for images
+    without a shell). Empty is an error."""
+    command = _parse_command(value, where=where)
+    if command is None:
+        raise ConfigError(f"{where}: must not be empty; write the command that starts the child")
+    if isinstance(command, str) and not any(c.isspace() for c in command.strip()):
+        return (command.strip(),)
+    return command
+
+
+def parse_restart(value: object, *, where: str) -> str:
+    """``never`` (consul-template's behaviour), ``on-failure`` or ``always``."""
+    text = _parse_str(value, where=where).strip().lower().replace("_", "-")
+    if text not in _RESTART:
+        raise ConfigError(
+            f'{where}: {_quote(value)} is not a restart policy; use "never", "on-failure" '
+            'or "always"'
+        )
+    return text
+
+
+def parse_string_list(value: object, *, where: str) -> list[str]:
+    """A list of strings, or one string (a one-element list)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise _type_error(where, "a list of strings", value)
+
+
+def parse_env_entries(value: object, *, where: str) -> list[str]:
+    """``exec.env.custom``: ``KEY=value`` strings (the value may be empty)."""
+    entries = parse_string_list(value, where=where)
+    for entry in entries:
+        name, eq, _ = entry.partition("=")
+        if not eq or not name or any(c.isspace() for c in name):
+            # Only the name is shown: the value may be a secret.
+            raise ConfigError(
+                f'{where}: {_quote(name)} is not KEY=value; write e.g. "APP_MODE=production"'
+            )
+    return entries
+
+
+_RESTART = ("never", "on-failure", "always")
+
+
 # Layers: key checks and merging
 
 _COMMAND_FAILURE = ("log", "exit")
@@ -521,7 +568,7 @@ def _merge(base: dict[str, Any], upper: dict[str, Any]) -> None:
         for key in ("token", "token_file", "_token_file_where"):
             base.pop(key, None)
     for key, value in upper.items():
-        if key == "templates":
+        if key in ("templates", "execs"):
             base[key] = [*base.get(key, []), *value]
         elif isinstance(value, dict) and isinstance(base.get(key), dict):
             _merge(base[key], value)

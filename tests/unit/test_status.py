@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from ctemplate.status import (
     ConsulState,
+    ExecState,
     FailingQuery,
     Snapshot,
     TemplateState,
@@ -123,3 +124,37 @@ def test_one_failing_query_makes_health_degraded_and_is_named() -> None:
     ]
     assert "ctemplate_failing_queries 1" in metrics(snap).splitlines()
     assert "ctemplate_up 0" in metrics(snap).splitlines()
+
+
+def test_exec_children_in_health_and_metrics() -> None:
+    consul = ConsulState("127.0.0.1:8500", reachable=True)
+    template = TemplateState(source="t", destination="/d", state="rendered")
+    up = ExecState("exec[1]", "app --serve", running=True, pid=42, restarts=2, last_exit=1)
+    down = ExecState("exec[2]", "sidecar", running=False, restarts=5, last_exit=137)
+    assert Snapshot(consul, (template,), (up,)).healthy
+    snap = Snapshot(consul, (template,), (up, down))
+    assert not snap.healthy  # a child waiting for its restart is not healthy
+    assert health(snap)["exec"] == [
+        {
+            "name": "exec[1]",
+            "command": "app --serve",
+            "running": True,
+            "pid": 42,
+            "restarts": 2,
+            "last_exit_status": 1,
+        },
+        {
+            "name": "exec[2]",
+            "command": "sidecar",
+            "running": False,
+            "pid": None,
+            "restarts": 5,
+            "last_exit_status": 137,
+        },
+    ]
+    text = metrics(snap)
+    assert 'ctemplate_exec_running{exec="exec[1]"} 1\n' in text
+    assert 'ctemplate_exec_running{exec="exec[2]"} 0\n' in text
+    assert 'ctemplate_exec_restarts_total{exec="exec[2]"} 5\n' in text
+    assert 'ctemplate_exec_last_exit_status{exec="exec[2]"} 137\n' in text
+    assert "exec" not in health(Snapshot(consul, (template,)))  # no exec block, no section
