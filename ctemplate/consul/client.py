@@ -291,6 +291,8 @@ def _os_reason(exc: BaseException) -> str:
     service not known``), found in the chain of causes; "" if there is none."""
     seen: BaseException | None = exc
     while seen is not None:
+        if isinstance(seen, ssl.SSLError):  # an OSError whose errno is not the OS's: keep its text
+            return ""
         if isinstance(seen, OSError) and isinstance(seen.errno, int) and seen.errno != 0:
             if isinstance(seen, socket.gaierror):
                 text = f"cannot resolve the host name: {seen.strerror or seen.errno}"
