@@ -7,9 +7,8 @@
     state: ``rendered`` (its file follows the data), ``degraded`` (written, but its last command
     failed: ``command_error`` names the command, its exit status and when, until a command
     succeeds), ``waiting`` (for the queries it lists) or ``error`` (the message; the last good
-    file stays). Status 200 when Consul is reachable and
-    every template is rendered, else 503, so a load balancer or a monitoring check can use the
-    status alone.
+    file stays). Status 200 when Consul is reachable and every template is rendered, else 503,
+    so a load balancer or a monitoring check can use the status alone.
 ``GET /metrics``
     The same facts and counters (files written, template errors, command runs, failures and
     seconds, requests to Consul) in Prometheus' text format.
