@@ -177,6 +177,16 @@ class ConsulClient:
             self._note_failure(err)
             raise err from exc
         if resp.status_code == 404 and path.startswith("/v1/kv/"):
+            if "X-Consul-Index" not in resp.headers:
+                # Consul sends its index with every KV answer, an absent key included: this is
+                # some other server (a wrong -consul-addr), and waiting for the key is futile.
+                self.failed_requests += 1
+                raise ConsulError(
+                    f"GET {path}: {self.base_url} answered 404 without Consul's headers; is it "
+                    "a Consul agent? check -consul-addr (or CONSUL_HTTP_ADDR, consul.address)",
+                    transient=False,
+                    status=404,
+                )
             data: Any = None
         elif resp.status_code != 200:
             lines = body.decode("utf-8", "replace").strip().splitlines()
