@@ -213,6 +213,16 @@ class ConsulClient:
                 self._note_failure(err)
             raise err from exc
         if resp.status_code == 404 and path.startswith("/v1/kv/"):
+            if "X-Consul-Index" not in resp.headers:
+                # Consul sends its index with every KV answer, an absent key included: this is
+                # some other server (a wrong -consul-addr), and waiting for the key is futile.
+                self.failed_requests += 1
+                raise ConsulError(
+                    f"GET {path}: {self.base_url} answered 404 without Consul's headers; is it "
+                    "a Consul agent? check -consul-addr (or CONSUL_HTTP_ADDR, consul.address)",
+                    transient=False,
+                    status=404,
+                )
             data: Any = None
         elif resp.status_code != 200:
             lines = body.decode("utf-8", "replace").strip().splitlines()
@@ -378,6 +388,8 @@ def _os_reason(exc: BaseException) -> str:
     service not known``), found in the chain of causes; "" if there is none."""
     seen: BaseException | None = exc
     while seen is not None:
+        if isinstance(seen, ssl.SSLError):  # an OSError whose errno is not the OS's: keep its text
+            return ""
         if isinstance(seen, OSError) and isinstance(seen.errno, int) and seen.errno != 0:
             if isinstance(seen, socket.gaierror):
                 text = f"cannot resolve the host name: {seen.strerror or seen.errno}"

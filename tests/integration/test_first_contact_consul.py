@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -73,6 +74,39 @@ def test_unreachable_consul_with_default_retries_counts_to_twelve(tmp_path: Path
     assert warnings[1].startswith(
         f"(consul) http://{address}: still failing (connection refused); attempt 1/12, next in "
     )
+
+
+def test_an_address_that_is_not_consul_is_said_at_once(tmp_path: Path) -> None:
+    """A wrong -consul-addr where some other web server answers: its 404 for the key is not
+    taken as "the key is absent" (which would make -once wait forever)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _listening(port), timeout=10, what="http.server")
+        src = tmp_path / "t.tmpl"
+        src.write_text('{{ key("app/x") }}\n')
+        out = tmp_path / "out"
+        address = f"127.0.0.1:{port}"
+        result = run_ctemplate(["-once", "-consul-addr", address, "-template", f"{src}:{out}"])
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert result.returncode == 14, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"ctemplate: error: GET /v1/kv/app/x: http://{address} answered 404 without Consul's "
+        "headers; is it a Consul agent? check -consul-addr (or CONSUL_HTTP_ADDR, consul.address)"
+    )
+    assert not out.exists()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_retries_disabled_says_so(tmp_path: Path) -> None:
