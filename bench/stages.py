@@ -124,6 +124,7 @@ def keys_stages(agent: Any, repeat: int) -> list[Row]:
     prefix = _KVPrefix.__new__(_KVPrefix)
     prefix.watcher = w
     prefix.members = members
+    prefix._delivered = [None] * len(members)  # as _KVPrefix.__init__ sets it
     answers = [ConsulResponse(data_a, 1, 0.0, True), ConsulResponse(data_b, 2, 0.0, True)]
     turn = [0]
 

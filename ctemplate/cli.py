@@ -92,9 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ctemplate v{__version__}")
         return 0
 
+    if os.getpid() == 1:  # a container's entry point: reap orphans (see modes/init.py)
+        from .modes.init import become_init
+
+        become_init()
+
     from .config import Config, load_config
 
     setup_logging(flags.log_level or "info")  # warnings while loading the configuration
+    for line in flags.deprecations:
+        logging.getLogger(__name__).warning("%s", line)
     try:
         config = load_config(flags, os.environ)
     except ConfigError as exc:

@@ -27,13 +27,16 @@ from . import status
 from .config import Config, TemplateConfig, WaitConfig, parse_duration
 from .consul.client import ConsulClient, base_url
 from .consul.queries import Query
+from .consul.retry import describe as describe_retries
 from .consul.watch import RESERVED_CONNECTIONS, Watcher, WatchSettings
 from .errors import CommandError, ConfigError, ConsulError, CtemplateError, RenderError
 from .language import local
 from .language.jinja import CompiledTemplate, Execution, TemplateEngine
 from .modes.daemon import WatchSet
+from .modes.dedup import Dedup, shareable, template_id
+from .modes.exec import Supervisor, check_execs
 from .output.command import describe, run_command
-from .output.write import render
+from .output.write import render, write_small_file
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "Runner", "run"]
 
@@ -49,6 +52,12 @@ _WAITING_ENV = "CTEMPLATE_WAITING_WARN"
 # Templates execute in worker threads. One still running after this long (a slow plugin) stops
 # holding up the pass: the others are written, and its result is taken when it is ready.
 _EXECUTION_BUDGET = 0.2  # seconds
+# A write that failed (a directory in the way, a full disk, too many open files) is tried again
+# after this long, doubling up to the cap, until it succeeds; no data change is needed.
+_WRITE_RETRY_FIRST = 0.5  # seconds
+_WRITE_RETRY_MAX = 30.0
+# How often the daemon checks that the files it wrote are still there (deleted: written again).
+_DESTINATION_CHECK = 2.0  # seconds
 _ABSENT = object()
 
 
@@ -84,6 +93,9 @@ class _Unit:
     running: asyncio.Future[Execution] | None = None  # an execution not yet taken
     running_on: Mapping[str, Any] = field(default_factory=dict)  # the data it runs against
     discard: bool = False  # the running execution is of a template replaced since
+    write_failures: int = 0  # writes that failed in a row
+    write_retry: asyncio.TimerHandle | None = None  # the next attempt after a failed write
+    dedup_id: str | None = None  # de-duplication: the template's identity (modes.dedup)
     # For /health and /metrics (status_address).
     last_rendered: float | None = None  # Unix time of the last complete render
     renders: int = 0
@@ -91,10 +103,34 @@ class _Unit:
     command_runs: int = 0
     command_failures: int = 0
     command_seconds: float = 0.0
+    # The last command run for this file failed (its message, Unix time): /health says the
+    # template is degraded until a command of it succeeds.
+    command_error: str | None = None
+    command_failed_at: float | None = None
 
     @property
     def name(self) -> str:
         return self.compiled.name
+
+
+def _dedup_id(tc: TemplateConfig, config: Config) -> str | None:
+    """The de-duplication identity of a template: its text, syntax and delimiters."""
+    if not config.dedup.enabled or config.once:
+        return None
+    if tc.source is not None:
+        try:
+            with open(tc.source, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError):
+            return None  # loading it failed or will fail with its own message
+    else:
+        text = tc.contents or ""
+    return template_id(
+        text,
+        syntax=str(getattr(tc, "syntax", "") or ""),
+        left=tc.left_delimiter or config.default_left_delimiter or "",
+        right=tc.right_delimiter or config.default_right_delimiter or "",
+    )
 
 
 def _command_env(config: Config) -> dict[str, str]:
@@ -138,6 +174,7 @@ class Runner:
         self._units: list[_Unit] = []
         self._client: ConsulClient | None = None
         self._watcher: Watcher | None = None
+        self._dedup: Dedup | None = None
         self._watches = WatchSet(self._on_watch_error)  # the config's watch blocks
         self._file_watch: asyncio.Task[None] | None = None
         self._file_watch_stop: asyncio.Event | None = None
@@ -149,16 +186,27 @@ class Runner:
             max_workers=64, thread_name_prefix="ctemplate-execute"
         )
         self._waiting_first, self._waiting_every = _waiting_delays(os.environ)
+        self._exec: Supervisor | None = None  # exec mode: the supervised children
 
     # --- set-up ---------------------------------------------------------------------------
 
     def _load_units(self, config: Config) -> list[_Unit]:
         engine = _engine(config)
-        return [_Unit(tc, engine.load(tc)) for tc in config.templates]
+        return [
+            _Unit(tc, engine.load(tc), dedup_id=_dedup_id(tc, config)) for tc in config.templates
+        ]
 
     def _start_consul(self, config: Config) -> None:
         settings = _watch_settings(config)
         self._client = ConsulClient(config.consul, max_connections=settings.max_connections)
+        self._client.outage_note = describe_retries(settings) + (
+            "; nothing is written (-dry)" if config.dry else "; keeping the last good files"
+        )
+        self._client.retry_limit = settings.retry_attempts if settings.retry_enabled else 0
+        # Each retry gets a warning when the retries are bounded (-once gives up after 12).
+        self._client.retry_warn = settings.retry_enabled and (
+            settings.retry_attempts > 0 or settings.max_unavailable > 0
+        )
         # Each watch block holds one long poll: the templates plan within what is left.
         watches = () if config.once else config.watches
         budget = replace(settings, max_connections=max(1, settings.max_connections - len(watches)))
@@ -171,9 +219,46 @@ class Runner:
                 settings.max_connections,
             )
         self._watches.start(watches, self._client, settings)
+        if config.dedup.enabled and not config.once:
+            self._dedup = Dedup(
+                self._client, config.dedup, on_data=self._on_dedup, on_role=self._on_dedup
+            )
+            self._dedup.start()
+            self._sync_dedup()
+
+    def _sync_dedup(self) -> None:
+        if self._dedup is not None:
+            self._dedup.sync({u.dedup_id for u in self._units if u.dedup_id})
+
+    def _on_dedup(self, tid: str) -> None:
+        """Shared data arrived for a template, or its de-duplication role changed."""
+        for unit in self._units:
+            if unit.dedup_id == tid:
+                unit.dirty = True
+        self._wake.set()
+
+    def _unit_data(self, unit: _Unit, data: Mapping[str, Any]) -> Mapping[str, Any]:
+        """What a template executes against: for a de-duplication follower, the data its
+        leader published over the local cache (host-local queries stay local)."""
+        if unit.dedup_id is None or self._dedup is None:
+            return data
+        published = self._dedup.values(unit.dedup_id)
+        if not published:
+            return data
+        return {**data, **published}
+
+    def _leads_or_alone(self, unit: _Unit) -> bool:
+        return (
+            unit.dedup_id is None
+            or self._dedup is None
+            or self._dedup.role(unit.dedup_id) == "leader"
+        )
 
     async def _stop_consul(self) -> None:
         await self._watches.stop()
+        if self._dedup:
+            await self._dedup.stop()
+            self._dedup = None
         if self._watcher:
             await self._watcher.stop()
         if self._client:
@@ -194,7 +279,10 @@ class Runner:
                 self._fatal = error
             self._wake.set()
         else:  # 403, 400, an unreadable answer: reported once, retried slowly
-            log.error("(watch) %s: %s; keeping the last good files", key, error)
+            keeping = (
+                "nothing is written (-dry)" if self.config.dry else "keeping the last good files"
+            )
+            log.error("(watch) %s: %s; %s", key, error, keeping)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -213,6 +301,35 @@ class Runner:
         names = {"SIGINT", "SIGTERM", self.config.kill_signal, self.config.reload_signal}
         for name in names - {""}:
             loop.remove_signal_handler(getattr(signal, name))
+
+    def _own_signals(self) -> set[str]:
+        """The signals ctemplate acts on itself; exec mode forwards the others."""
+        own = {"SIGINT", "SIGTERM", self.config.kill_signal}
+        if not self.config.once:
+            own.add(self.config.reload_signal)
+        return own - {""}
+
+    def _start_exec(self) -> None:
+        config = self.config
+        if not config.execs:
+            return
+        if config.dry:
+            log.warning("(exec) -dry writes no files: the exec children are not started")
+            return
+        self._exec = Supervisor(config.execs, _command_env(config), self._child_ended)
+        self._exec.install_signals(self._own_signals())
+
+    def _child_ended(self, status: int) -> None:
+        """A child ended and is not restarted: ctemplate stops and exits with its status."""
+        self._stop = True
+        self._stopping.set()
+        self._wake.set()
+
+    async def _finish(self) -> int:
+        """The exit status of a stop: the children's (stopped gracefully), else 0."""
+        if self._exec is None:
+            return EXIT_OK
+        return await self._exec.stop()
 
     def _request_stop(self, name: str) -> None:
         log.info("(runner) received %s, stopping", name)
@@ -236,12 +353,25 @@ class Runner:
         local.allow_plugins()
         await self._start_status(config)
         self._install_signals()
+        self._start_exec()
         self._write_pid_file()
         self._start_consul(config)
         self._restart_file_watch()
+        destinations = None
+        if not (config.once or config.dry):
+            destinations = asyncio.get_running_loop().create_task(
+                self._watch_destinations(), name="destinations"
+            )
         try:
             return await self._loop()
         finally:
+            if self._exec:  # also on a fatal error: no child outlives ctemplate
+                await self._exec.stop()
+                self._exec.remove_signals()
+            if destinations is not None:
+                destinations.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await destinations
             if self._status:
                 await self._status.stop()
             if self._file_watch_stop:
@@ -253,6 +383,8 @@ class Runner:
             for unit in self._units:
                 if unit.timer:
                     unit.timer.cancel()
+                if unit.write_retry:
+                    unit.write_retry.cancel()
             local.stop_plugins()  # executions still running finish at once
             self._executions.shutdown(wait=False, cancel_futures=True)
             await self._stop_consul()
@@ -266,7 +398,7 @@ class Runner:
             deadline = time.monotonic() + self.config.once_timeout
         while True:
             if self._stop:
-                return EXIT_OK
+                return await self._finish()
             if self._reload:
                 self._reload = False
                 await self._apply_reload()
@@ -283,7 +415,11 @@ class Runner:
             if self.config.once and all(u.rendered or u.last_error for u in self._units):
                 if command_failed or any(u.last_error for u in self._units):
                     return EXIT_ERROR
-                return EXIT_OK
+                if self._exec is not None:  # -once -exec: until the child ends
+                    while not self._stop:
+                        await self._wake.wait()
+                        self._wake.clear()
+                return await self._finish()
             timeout = self._warn_waiting()
             if deadline is not None:
                 left = deadline - time.monotonic()
@@ -310,9 +446,10 @@ class Runner:
             unit.dirty = False
             if snapshot is None:
                 snapshot = dict(watcher.data)
-            unit.running_on = snapshot
+            data = self._unit_data(unit, snapshot)
+            unit.running_on = data
             unit.running = asyncio.get_running_loop().run_in_executor(
-                self._executions, contextvars.copy_context().run, unit.compiled.execute, snapshot
+                self._executions, contextvars.copy_context().run, unit.compiled.execute, data
             )
             started.append(unit.running)
         if started:
@@ -321,6 +458,7 @@ class Runner:
                 if not task.done():  # the next pass takes it
                     task.add_done_callback(lambda _task: self._wake.set())
         commands: list[tuple[str | tuple[str, ...], _Unit]] = []
+        written: list[str] = []  # destinations whose file changed in this pass
         now = time.monotonic()
         for unit in self._units:
             if unit.running is None or not unit.running.done():
@@ -334,9 +472,8 @@ class Runner:
                 self._wake.set()
                 continue
             # Data that arrived while it ran (values are replaced, never changed in place).
-            if any(
-                watcher.data.get(k, _ABSENT) is not seen.get(k, _ABSENT) for k in execution.used
-            ):
+            current = self._unit_data(unit, watcher.data)
+            if any(current.get(k, _ABSENT) is not seen.get(k, _ABSENT) for k in execution.used):
                 unit.dirty = True
             if unit.dirty:
                 self._wake.set()
@@ -351,6 +488,12 @@ class Runner:
                     unit.waiting_since = now
                 continue
             unit.waiting_since = None
+            if unit.dedup_id and self._dedup and self._leads_or_alone(unit):
+                # The leader shares what it rendered from (not host-local answers).
+                self._dedup.publish(
+                    unit.dedup_id,
+                    {k: seen[k] for k, q in execution.used.items() if shareable(q) and k in seen},
+                )
             if self._quiescent(unit):
                 continue
             unit.due = False
@@ -358,27 +501,37 @@ class Runner:
             try:
                 result = await asyncio.to_thread(self._write, unit, execution.text)
             except CtemplateError as exc:
-                self._template_failed(unit, exc)
+                self._write_failed(unit, exc)
                 continue
             except Exception as exc:  # never let one file take the others down
                 error = RenderError(
                     f"{unit.config.destination}: cannot write: {type(exc).__name__}: {exc}"
                 )
                 error.__cause__ = exc
-                self._template_failed(unit, error)
+                self._write_failed(unit, error)
                 continue
+            unit.write_failures = 0
+            if unit.write_retry is not None:
+                unit.write_retry.cancel()
+                unit.write_retry = None
             if unit.last_error:
                 log.info("(runner) %s: rendered again after an error", unit.config.destination)
                 unit.last_error = None
             unit.rendered = True
             unit.last_rendered = time.time()
             if result and not self.config.dry:
+                written.append(unit.config.destination)
                 unit.renders += 1
                 if unit.config.command:
                     commands.append((unit.config.command, unit))
         self._sync_watches()
         watcher.settle()
-        return await self._run_commands(commands)
+        ok = await self._run_commands(commands)
+        if self._exec is not None:  # start children whose files are ready, reload on changes
+            every = [u.config.destination for u in self._units]
+            done = [u.config.destination for u in self._units if u.rendered]
+            self._exec.rendered(every, done, written)
+        return ok
 
     def _quiescent(self, unit: _Unit) -> bool:
         """True if the write must wait for its quiet period (after the first render)."""
@@ -448,11 +601,58 @@ class Runner:
 
         return check
 
+    def _write_failed(self, unit: _Unit, error: CtemplateError) -> None:
+        """A write failed: report it, and try again on a capped exponential backoff, so the
+        file follows the data once the cause is gone (not only at the next change). A
+        ``check_command`` that refused the file is not retried: it is asked again at the next
+        change."""
+        self._template_failed(unit, error)
+        if isinstance(error.__cause__, CommandError) or self.config.once:
+            return
+        delay = min(_WRITE_RETRY_FIRST * 2**unit.write_failures, _WRITE_RETRY_MAX)
+        unit.write_failures += 1
+        if unit.write_retry is not None:
+            unit.write_retry.cancel()
+        unit.write_retry = asyncio.get_running_loop().call_later(delay, self._retry_write, unit)
+        log.debug("(runner) %s: writing again in %.1fs", unit.config.destination, delay)
+
+    def _retry_write(self, unit: _Unit) -> None:
+        unit.write_retry = None
+        unit.dirty = True
+        self._wake.set()
+
+    async def _watch_destinations(self) -> None:
+        """Every ``_DESTINATION_CHECK`` seconds, write again the files deleted since they were
+        written (one ``lstat`` per file; watching directories would miss a destination whose
+        directory is removed and created again)."""
+        while True:
+            await asyncio.sleep(_DESTINATION_CHECK)
+            units = [
+                u
+                for u in self._units
+                if u.rendered and u.last_error is None and not u.dirty and u.running is None
+            ]
+            if not units:
+                continue
+            paths = [u.config.destination for u in units]
+            present = await asyncio.to_thread(_present, paths)
+            for unit, there in zip(units, present, strict=True):
+                if not there and unit in self._units:
+                    log.warning(
+                        "(runner) %s: deleted since it was written; writing it again",
+                        unit.config.destination,
+                    )
+                    unit.dirty = True
+                    self._wake.set()
+
     def _template_failed(self, unit: _Unit, error: CtemplateError) -> None:
         unit.errors += 1
         message = str(error)
         if message != unit.last_error:
-            log.error("%s; keeping the last good %s", message, unit.config.destination)
+            if self.config.dry:  # nothing is written with -dry: there is no file to keep
+                log.error("%s; %s is not printed (-dry)", message, unit.config.destination)
+            else:
+                log.error("%s; keeping the last good %s", message, unit.config.destination)
         unit.last_error = message
         log.debug("details", exc_info=error)
 
@@ -461,7 +661,16 @@ class Runner:
         assert self._watcher is not None
         queries: dict[str, Query] = {}
         for unit in self._units:
-            queries.update(unit.queries)
+            if self._leads_or_alone(unit):
+                queries.update(unit.queries)
+                continue
+            # A de-duplication follower reads Consul only for what its leader does not share:
+            # host-local queries, and any its own execution used that the leader's did not.
+            assert self._dedup is not None and unit.dedup_id is not None
+            published = self._dedup.values(unit.dedup_id)
+            for key, query in unit.queries.items():
+                if not shareable(query) or (published is not None and key not in published):
+                    queries[key] = query
         self._watcher.sync(queries)
 
     async def _run_commands(self, commands: list[tuple[str | tuple[str, ...], _Unit]]) -> bool:
@@ -497,17 +706,24 @@ class Runner:
                 )
                 break
             unit.command_runs += 1
+            sharing = [u for c, u in commands if c == command]  # a command runs once for all
             try:
                 result = task.result()
             except CommandError as exc:
                 unit.command_failures += 1
                 ok = False
+                for u in sharing:
+                    u.command_error, u.command_failed_at = str(exc), time.time()
                 if command in fatal:
                     self._fatal = CommandError(f'{exc} (on_command_failure = "exit")')
                     break
                 log.error("%s", exc)
                 continue
             unit.command_seconds += result.seconds
+            for u in sharing:
+                if u.command_error is not None:
+                    log.info("(runner) %s: command succeeded again", u.config.destination)
+                u.command_error = u.command_failed_at = None
             log.info(
                 "(runner) %s: command %r finished in %.2fs",
                 unit.config.destination,
@@ -534,16 +750,28 @@ class Runner:
                 if missing:
                     log.warning(
                         "(runner) %s: still waiting after %.0fs for: %s (not written until "
-                        "they have data)",
+                        "they have data)%s",
                         unit.config.destination,
                         waited,
                         ", ".join(missing),
+                        self._waiting_hint(missing),
                     )
                 unit.warned_at = now
                 due = now + self._waiting_every
             left = due - now
             next_check = left if next_check is None else min(next_check, left)
         return next_check
+
+    def _waiting_hint(self, missing: list[str]) -> str:
+        """With -once and no -once-timeout the wait has no end: say how to end it."""
+        if not self.config.once or self.config.once_timeout > 0:
+            return ""
+        if any(k.startswith("kv.block(") for k in missing):
+            return (
+                "; -once waits until they exist: use keyOrDefault or keyExists for a key that "
+                "may be absent, or bound the wait with -once-timeout"
+            )
+        return "; -once waits until they have data: bound the wait with -once-timeout"
 
     def _missing(self, unit: _Unit) -> list[str]:
         data = self._watcher.data if self._watcher is not None else {}
@@ -580,6 +808,8 @@ class Runner:
         for unit in self._units:
             if unit.timer:
                 unit.timer.cancel()
+            if unit.write_retry:
+                unit.write_retry.cancel()
         old = self.config
         self.config = config
         settings = _watch_settings(config)
@@ -601,6 +831,7 @@ class Runner:
                 unit.running, unit.running_on, unit.discard = prev.running, prev.running_on, True
                 unit.queries = prev.queries
         self._units = units
+        self._sync_dedup()
         self._restart_file_watch()
         if config.pid_file != old.pid_file:
             self._remove_pid_file(old.pid_file)
@@ -628,8 +859,10 @@ class Runner:
                 log.error("%s; still using the previous version of %s", exc, src)
                 continue
             log.info("(runner) %s: template changed, rendering again", src)
+            unit.dedup_id = _dedup_id(unit.config, self.config)
             unit.dirty = True
             unit.discard = unit.running is not None  # the old template's result is not written
+        self._sync_dedup()
 
     def _restart_file_watch(self) -> None:
         if self._file_watch_stop:
@@ -648,22 +881,43 @@ class Runner:
         )
 
     async def _watch_sources(self, sources: set[str], stop: asyncio.Event) -> None:
+        """Reload templates whose source changed: edited in place, replaced, or resolving to
+        another file through a symlink (a Kubernetes ConfigMap swaps its ``..data`` link to a
+        new directory; the source ``dir/t.tmpl -> ..data/t.tmpl`` itself never changes).
+
+        The directories of the sources and of the files they resolve to are watched; after
+        any event there, what each source resolves to (path, inode, size, mtime) is compared
+        with what was loaded.
+        """
         from watchfiles import awatch  # only daemons watch files
 
         logging.getLogger("watchfiles").setLevel(logging.WARNING)
-
-        dirs = sorted({os.path.dirname(s) for s in sources})
+        loaded = {s: _source_identity(s) for s in sources}
         try:
-            async for changes in awatch(
-                *dirs,
-                stop_event=stop,
-                watch_filter=lambda _change, path: path in sources,
-                debounce=200,
-                step=50,
-                recursive=False,
-            ):
-                self._source_changes.update(path for _change, path in changes)
-                self._wake.set()
+            while not stop.is_set():
+                dirs = _source_dirs(sources)
+                if not dirs:  # every source's directory is gone for now
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 2.0)
+                    continue
+                async for changes in awatch(
+                    *dirs,
+                    stop_event=stop,
+                    debounce=200,
+                    step=50,
+                    recursive=False,
+                ):
+                    changed = {path for _change, path in changes if path in sources}
+                    for src in sources:
+                        now = _source_identity(src)
+                        if now != loaded[src]:
+                            loaded[src] = now
+                            changed.add(src)
+                    if changed:
+                        self._source_changes.update(changed)
+                        self._wake.set()
+                    if _source_dirs(sources) != dirs:  # a link now leads elsewhere
+                        break
         except Exception as exc:  # watching is a convenience; never take the daemon down
             log.warning("(runner) cannot watch template files for changes: %s", exc)
 
@@ -676,6 +930,12 @@ class Runner:
             await server.start()
             self._status = server
 
+    def _dedup_state(self, unit: _Unit) -> dict[str, Any]:
+        if unit.dedup_id is None or self._dedup is None:
+            return {}
+        role, publishes, _ = self._dedup.stats().get(unit.dedup_id, ("starting", 0, 0))
+        return {"dedup_role": role, "dedup_publishes": publishes}
+
     def _snapshot(self) -> status.Snapshot:
         client = self._client
         queries: set[str] = set()
@@ -684,6 +944,8 @@ class Runner:
             queries.update(unit.queries)
             if unit.last_error is not None:
                 state = "error"
+            elif unit.command_error is not None:
+                state = "degraded"
             elif unit.rendered and unit.waiting_since is None:
                 state = "rendered"
             else:
@@ -701,8 +963,16 @@ class Runner:
                     command_runs=unit.command_runs,
                     command_failures=unit.command_failures,
                     command_seconds=unit.command_seconds,
+                    command_error=unit.command_error,
+                    command_failed_at=unit.command_failed_at,
+                    **self._dedup_state(unit),
                 )
             )
+        now = time.monotonic()
+        failing = tuple(
+            status.FailingQuery(key, f.error, now - f.since, f.count)
+            for key, f in sorted(self._watcher.failing.items() if self._watcher else ())
+        )
         consul = status.ConsulState(
             address=client.base_url if client else base_url(self.config.consul),
             reachable=client.available if client else False,
@@ -710,8 +980,10 @@ class Runner:
             requests=client.requests if client else 0,
             failed_requests=client.failed_requests if client else 0,
             watched_queries=len(queries),
+            failing=failing,
         )
-        return status.Snapshot(consul, tuple(templates), self._watches.stats())
+        execs = self._exec.states() if self._exec else ()
+        return status.Snapshot(consul, tuple(templates), execs, watches=self._watches.stats())
 
     # --- pid file -------------------------------------------------------------------------
 
@@ -719,11 +991,11 @@ class Runner:
         path = self.config.pid_file
         if not path:
             return
+        # Atomically, never through a symlink planted at the path (output/write.py's rule).
         try:
-            with open(path, "w") as f:
-                f.write(str(os.getpid()))
-        except OSError as exc:
-            log.error("pid_file %s: cannot write: %s", path, exc.strerror)
+            write_small_file(path, str(os.getpid()).encode())
+        except RenderError as exc:
+            log.error("pid_file %s", exc)
 
     def _remove_pid_file(self, path: str | None = None) -> None:
         path = path or self.config.pid_file
@@ -732,8 +1004,30 @@ class Runner:
                 os.unlink(path)
 
 
+def _present(paths: list[str]) -> list[bool]:
+    """Whether each path exists (a dangling symlink counts: it was not deleted)."""
+    return [os.path.lexists(p) for p in paths]
+
+
+def _source_identity(path: str) -> tuple[str, int, int, int, int] | None:
+    """What a template source resolves to now: a symlink swapped to another file changes it."""
+    try:
+        st = os.stat(path)
+        return os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+    except OSError:
+        return None
+
+
+def _source_dirs(sources: set[str]) -> list[str]:
+    """The directories to watch: each source's, and that of the file it resolves to."""
+    dirs = {os.path.dirname(s) for s in sources}
+    dirs |= {os.path.dirname(os.path.realpath(s)) for s in sources}
+    return sorted(d for d in dirs if os.path.isdir(d))
+
+
 def _keep_modes(config: Config, old: Config) -> Config:
-    return replace(config, once=old.once, dry=old.dry)
+    # Exec blocks are read at start: a reload neither restarts nor reconfigures the children.
+    return replace(config, once=old.once, dry=old.dry, execs=old.execs)
 
 
 async def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
@@ -746,4 +1040,6 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
         raise ConfigError(
             "no templates: give -template src:dest or a config file with template {} or watch {}"
         )
+    if config.execs:  # a missing program or a bad templates entry: before anything starts
+        check_execs(config.execs, [t.destination for t in config.templates], _command_env(config))
     return await Runner(config, reload).run()

@@ -3,11 +3,14 @@
 ``status_address = "127.0.0.1:9110"`` (flag ``-status-addr``) serves two read-only pages:
 
 ``GET /health``
-    JSON: Consul reachable or not (with the error of the current outage), and each template's
-    state: ``rendered`` (its file follows the data), ``waiting`` (for the queries it lists) or
-    ``error`` (the message; the last good file stays). Status 200 when Consul is reachable and
-    every template is rendered, else 503, so a load balancer or a monitoring check can use the
-    status alone.
+    JSON: Consul reachable or not (with the error of the current outage), the queries whose
+    last request failed while the agent answers others (``failing_queries``: a datacenter that
+    is gone, a 403, an answer that trickled past its bound), and each template's
+    state: ``rendered`` (its file follows the data), ``degraded`` (written, but its last command
+    failed: ``command_error`` names the command, its exit status and when, until a command
+    succeeds), ``waiting`` (for the queries it lists) or ``error`` (the message; the last good
+    file stays). Status 200 when Consul is reachable, no query is failing and every template is
+    rendered, else 503, so a load balancer or a monitoring check can use the status alone.
 ``GET /metrics``
     The same facts and counters (files written, template errors, command runs, failures and
     seconds, requests to Consul) in Prometheus' text format.
@@ -24,13 +27,23 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from .errors import ConfigError
 
-__all__ = ["ConsulState", "Snapshot", "StatusServer", "TemplateState", "health", "metrics"]
+__all__ = [
+    "ConsulState",
+    "ExecState",
+    "FailingQuery",
+    "Snapshot",
+    "StatusServer",
+    "TemplateState",
+    "health",
+    "metrics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +55,7 @@ _MAX_HEAD = 8192
 class TemplateState:
     source: str  # the template file, or "(contents)"
     destination: str
-    state: str  # rendered | waiting | error
+    state: str  # rendered | degraded (written, its last command failed) | waiting | error
     waiting_for: tuple[str, ...] = ()
     error: str | None = None
     last_rendered: float | None = None  # Unix time the file was last written (or found current)
@@ -51,6 +64,23 @@ class TemplateState:
     command_runs: int = 0
     command_failures: int = 0
     command_seconds: float = 0.0
+    command_error: str | None = None  # the last command failed: its message
+    command_failed_at: float | None = None  # Unix time
+
+    # De-duplication (deduplicate { enabled = true }): leader | follower | starting; "" = off.
+    dedup_role: str = ""
+    dedup_publishes: int = 0  # payloads this instance published as the leader
+
+
+@dataclass(frozen=True, slots=True)
+class FailingQuery:
+    """A query (or a loop serving several, e.g. ``health.sentinel(dc1):checks``) whose last
+    request failed while the agent may answer the others."""
+
+    query: str
+    error: str
+    seconds: float  # failing for this long
+    failures: int  # failed requests in a row
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +91,19 @@ class ConsulState:
     requests: int = 0
     failed_requests: int = 0
     watched_queries: int = 0
+    failing: tuple[FailingQuery, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ExecState:
+    """One supervised child (exec mode)."""
+
+    name: str  # "exec[1]"
+    command: str
+    running: bool
+    pid: int | None = None
+    restarts: int = 0  # starts after the first (restart policy, or restart on changes)
+    last_exit: int | None = None  # status of its last end (128 + N: killed by signal N)
 
 
 class WatchState(Protocol):
@@ -79,11 +122,17 @@ class WatchState(Protocol):
 class Snapshot:
     consul: ConsulState
     templates: tuple[TemplateState, ...] = field(default_factory=tuple)
+    execs: tuple[ExecState, ...] = field(default_factory=tuple)
     watches: tuple[WatchState, ...] = field(default_factory=tuple)
 
     @property
     def healthy(self) -> bool:
-        return self.consul.reachable and all(t.state == "rendered" for t in self.templates)
+        return (
+            self.consul.reachable
+            and not self.consul.failing
+            and all(t.state == "rendered" for t in self.templates)
+            and all(e.running for e in self.execs)
+        )
 
 
 def health(snap: Snapshot) -> dict[str, object]:
@@ -95,6 +144,15 @@ def health(snap: Snapshot) -> dict[str, object]:
             "address": consul.address,
             "reachable": consul.reachable,
             "error": None if consul.reachable else consul.last_error,
+            "failing_queries": [
+                {
+                    "query": f.query,
+                    "error": f.error,
+                    "failing_for": round(f.seconds, 1),
+                    "failures": f.failures,
+                }
+                for f in consul.failing
+            ],
         },
         "templates": [
             {
@@ -104,9 +162,28 @@ def health(snap: Snapshot) -> dict[str, object]:
                 "waiting_for": list(t.waiting_for),
                 "error": t.error,
                 "last_rendered": t.last_rendered,
+                "command_error": _when(t.command_error, t.command_failed_at),
+                **({"dedup": t.dedup_role} if t.dedup_role else {}),
             }
             for t in snap.templates
         ],
+        **(
+            {
+                "exec": [
+                    {
+                        "name": e.name,
+                        "command": e.command,
+                        "running": e.running,
+                        "pid": e.pid,
+                        "restarts": e.restarts,
+                        "last_exit_status": e.last_exit,
+                    }
+                    for e in snap.execs
+                ]
+            }
+            if snap.execs
+            else {}
+        ),
         "watches": [
             {
                 "watch": w.name,
@@ -119,6 +196,14 @@ def health(snap: Snapshot) -> dict[str, object]:
             for w in snap.watches
         ],
     }
+
+
+def _when(error: str | None, at: float | None) -> str | None:
+    """A failed command's message with the time it failed (UTC), for /health."""
+    if error is None:
+        return None
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)) if at is not None else "?"
+    return f"{error} (at {stamp}; degraded until a command succeeds)"
 
 
 def _label(value: str) -> str:
@@ -159,6 +244,12 @@ def metrics(snap: Snapshot) -> str:
         [("", c.failed_requests)],
     )
     family("watched_queries", "gauge", "Queries the templates use now.", [("", c.watched_queries)])
+    family(
+        "failing_queries",
+        "gauge",
+        "Queries whose last request to Consul failed.",
+        [("", len(c.failing))],
+    )
 
     def per_template(
         name: str, kind: str, text: str, get: Callable[[TemplateState], float | None]
@@ -173,11 +264,11 @@ def metrics(snap: Snapshot) -> str:
     family(
         "template_state",
         "gauge",
-        "1 for the state each template is in (rendered, waiting or error).",
+        "1 for the state each template is in (rendered, degraded, waiting or error).",
         [
             (f'{{destination="{_label(t.destination)}",state="{state}"}}', int(t.state == state))
             for t in snap.templates
-            for state in ("rendered", "waiting", "error")
+            for state in ("rendered", "degraded", "waiting", "error")
         ],
     )
     per_template(
@@ -205,6 +296,57 @@ def metrics(snap: Snapshot) -> str:
         "Seconds spent running commands.",
         lambda t: t.command_seconds,
     )
+    deduplicated = [t for t in snap.templates if t.dedup_role]
+    if deduplicated:
+        family(
+            "dedup_role",
+            "gauge",
+            "1 for the de-duplication role of each template (leader, follower or starting).",
+            [
+                (
+                    f'{{destination="{_label(t.destination)}",role="{role}"}}',
+                    int(t.dedup_role == role),
+                )
+                for t in deduplicated
+                for role in ("leader", "follower", "starting")
+            ],
+        )
+        family(
+            "dedup_publishes_total",
+            "counter",
+            "Payloads of data published to the KV store as the template's leader.",
+            [
+                (f'{{destination="{_label(t.destination)}"}}', t.dedup_publishes)
+                for t in deduplicated
+            ],
+        )
+    if snap.execs:
+
+        def per_exec(
+            name: str, kind: str, text: str, get: Callable[[ExecState], float | None]
+        ) -> None:
+            samples = []
+            for e in snap.execs:
+                value = get(e)
+                if value is not None:
+                    samples.append((f'{{exec="{_label(e.name)}"}}', value))
+            family(name, kind, text, samples)
+
+        per_exec(
+            "exec_running", "gauge", "1 while the supervised child runs.", lambda e: int(e.running)
+        )
+        per_exec(
+            "exec_restarts_total",
+            "counter",
+            "Times the child was started again (restart policy or file changes).",
+            lambda e: e.restarts,
+        )
+        per_exec(
+            "exec_last_exit_status",
+            "gauge",
+            "Status of the child's last end (128 + N: killed by signal N).",
+            lambda e: e.last_exit,
+        )
 
     def per_watch(name: str, kind: str, text: str, get: Callable[[WatchState], float]) -> None:
         labels = '{{watch="{}",query="{}"}}'

@@ -54,8 +54,9 @@ def _free_port(ip: str) -> int:
 class ClusterServer:
     """One ``consul agent -server`` of the cluster, bound to ``ip``."""
 
-    def __init__(self, binary: str, name: str, ip: str, root: Path) -> None:
+    def __init__(self, binary: str, name: str, ip: str, root: Path, *, server: bool = True) -> None:
         self.binary = binary
+        self.server = server
         self.name = name
         self.ip = ip
         self.dir = root / name
@@ -88,11 +89,11 @@ class ClusterServer:
 
     def start(self, join: list[str]) -> None:
         ports = " ".join(f"{name} = {port}" for name, port in self.ports.items())
+        role = ["-server", "-bootstrap-expect=3"] if self.server else []
         cmd = [
             self.binary,
             "agent",
-            "-server",
-            "-bootstrap-expect=3",
+            *role,
             f"-node={self.name}",
             "-datacenter=dc1",
             f"-data-dir={self.data_dir}",
@@ -169,6 +170,7 @@ class ConsulCluster:
         self.servers = [
             ClusterServer(binary, f"server{i}", ip, self._root) for i, ip in enumerate(ips, 1)
         ]
+        self.clients: list[ClusterServer] = []
 
     def __enter__(self) -> ConsulCluster:
         self.start()
@@ -197,6 +199,22 @@ class ConsulCluster:
         except BaseException:
             self.close()
             raise
+
+    def add_client(self, name: str, ip: str, timeout: float = START_TIMEOUT) -> ClusterServer:
+        """A client agent (no ``-server``) on ``ip``, joined to the servers, once it answers
+        reads through them."""
+        agent = ClusterServer(self.servers[0].binary, name, ip, self._root, server=False)
+        self.clients.append(agent)
+        agent.start([f"{s.ip}:{s.ports['serf_lan']}" for s in self.servers if s.running])
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                agent.put_kv(f"client-ready/{name}", name)
+                return agent
+            except (RuntimeError, httpx.HTTPError):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"client {name} not ready\n{agent.log_tail()}") from None
+                time.sleep(0.1)
 
     def by_raft_addr(self, addr: str) -> ClusterServer:
         for server in self.servers:
@@ -231,6 +249,6 @@ class ConsulCluster:
         return [s for s in self.servers if s is not leader and s.running]
 
     def close(self) -> None:
-        for server in self.servers:
-            server.stop()
+        for agent in [*self.clients, *self.servers]:
+            agent.stop()
         shutil.rmtree(self._root, ignore_errors=True)

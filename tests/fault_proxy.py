@@ -8,6 +8,7 @@ It forwards every request unchanged unless a fault was queued for it::
         proxy.inject("slow", count=2, delay=1.5)        # answered, but late
         proxy.inject("reset", count=3)                  # half the body, then a TCP RST
         proxy.inject("hang", count=1, blocking=True)    # a blocking query that never returns
+        proxy.inject("trickle", count=1, delay=2.0)     # the answer, one byte every 2 s
         ... run ctemplate with -consul-addr proxy.addr ...
         proxy.log                                       # [(path_and_query, action), ...]
 
@@ -37,7 +38,7 @@ _HOP_HEADERS = {b"connection", b"keep-alive", b"transfer-encoding", b"content-le
 
 @dataclass
 class _Fault:
-    action: str  # status | slow | reset | hang
+    action: str  # status | slow | reset | hang | trickle
     count: int
     blocking: bool = False
     status: int = 500
@@ -62,7 +63,7 @@ class FaultProxy(Relay):
         status: int = 500,
         delay: float = 1.0,
     ) -> None:
-        if action not in ("status", "slow", "reset", "hang"):
+        if action not in ("status", "slow", "reset", "hang", "trickle"):
             raise ValueError(action)
         with self._lock:
             self._faults.append(_Fault(action, count, blocking, status, delay))
@@ -125,6 +126,16 @@ class FaultProxy(Relay):
             elif fault.action == "slow":
                 await asyncio.sleep(fault.delay)
                 await self._forward(method, target, headers, body, writer)
+            elif fault.action == "trickle":
+                status, out_headers, payload = await self._upstream(method, target, headers, body)
+                whole = self._response(status, out_headers, payload)
+                try:
+                    for i in range(len(whole)):
+                        writer.write(whole[i : i + 1])
+                        await writer.drain()
+                        await asyncio.sleep(fault.delay)
+                except OSError:  # the client gave up and closed
+                    return
             elif fault.action == "hang":
                 await reader.read()  # never answer; wait for the client to give up and close
                 return

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ctemplate.errors import ConfigError
@@ -32,12 +32,17 @@ from .values import (
     _parse_str,
     _quote,
     _single_block,
+    check_token,
     parse_bool,
     parse_duration,
+    parse_env_entries,
+    parse_exec_command,
     parse_listen_address,
     parse_log_level,
     parse_perms,
+    parse_restart,
     parse_signal,
+    parse_string_list,
     parse_wait,
 )
 
@@ -65,7 +70,10 @@ _TOP_KEYS = (
     "retry",
     "watch",  # ctemplate's block form
     "watches",  # Consul's agent-config form, accepted as is
+    "deduplicate",
+    "exec",
 )
+_DEDUP_KEYS = ("enabled", "prefix", "ttl", "max_stale", "block_query_wait")
 _CONSUL_KEYS = ("address", "token", "token_file", "max_connections", "auth", "retry", "ssl")
 _AUTH_KEYS = ("enabled", "username", "password")
 _RETRY_KEYS = ("enabled", "attempts", "backoff", "max_backoff")
@@ -114,6 +122,29 @@ _WATCH_KEYS = (
 )
 _HTTP_HANDLER_KEYS = ("path", "method", "header", "timeout", "tls_skip_verify")
 _CHECK_STATES = ("any", "passing", "warning", "critical")
+_EXEC_KEYS = (
+    "command",
+    "enabled",
+    "timeout",  # consul-template's; meaningless for a supervised child: read and unused
+    "splay",
+    "reload_signal",
+    "kill_signal",
+    "kill_timeout",
+    "env",
+    "restart",
+    "restart_backoff",
+    "restart_max_backoff",
+    "min_reload_interval",
+    "templates",
+)
+_EXEC_ENV_KEYS = (
+    "pristine",
+    "custom",
+    "allowlist",
+    "denylist",
+    "whitelist",  # consul-template's older names
+    "blacklist",
+)
 
 # --------------------------------------------------------------------------------------------
 # Files
@@ -179,11 +210,17 @@ class _FileReader:
                 if key in delimiters:
                     where = self.where(f"default_delimiters.{key}")
                     layer[f"default_{key}_delimiter"] = _parse_str(delimiters[key], where=where)
+        if "deduplicate" in top:
+            layer["dedup"] = self.dedup(top["deduplicate"])
         if "template" in top:
             blocks = _blocks(top["template"], self.where("template"))
             layer["templates"] = [
                 self.template(block, index) for index, block in enumerate(blocks, start=1)
             ]
+        if "exec" in top:
+            blocks = _blocks(top["exec"], self.where("exec"))
+            execs = [self.exec(block, index) for index, block in enumerate(blocks, start=1)]
+            layer["execs"] = [e for e in execs if e.get("enabled", True)]
         watches: list[WatchConfig] = []
         for key in ("watch", "watches"):
             if key in top:
@@ -308,6 +345,45 @@ class _FileReader:
             options["header"] = tuple(pairs)
         return HttpHandlerConfig(**options)
 
+    def dedup(self, value: object) -> dict[str, Any]:
+        """``deduplicate { ... }``: ``enabled`` is implied by any other key, as in
+        consul-template."""
+        block = self.keys(value, generic="deduplicate", keypath="deduplicate", known=_DEDUP_KEYS)
+        result: dict[str, Any] = {}
+        if "prefix" in block:
+            where = self.where("deduplicate.prefix")
+            prefix = _parse_nonempty(block["prefix"], where=where).strip("/")
+            if not prefix:
+                raise ConfigError(f'{where}: must name a KV prefix, e.g. "ctemplate/dedup/"')
+            result["prefix"] = prefix + "/"
+        for key in ("ttl", "max_stale", "block_query_wait"):
+            if key in block:
+                result[key] = parse_duration(block[key], where=self.where(f"deduplicate.{key}"))
+        if "ttl" in result and not 10.0 <= result["ttl"] <= 86400.0:
+            raise ConfigError(
+                f"{self.where('deduplicate.ttl')}: Consul accepts session TTLs from 10s to 24h"
+            )
+        if "enabled" in block:
+            result["enabled"] = parse_bool(
+                block["enabled"], where=self.where("deduplicate.enabled")
+            )
+        elif result:
+            result["enabled"] = True
+        return result
+
+    def exec(self, value: dict[str, Any], index: int) -> dict[str, Any]:
+        """One ``exec`` block as validated options (see ``load._build_exec``)."""
+        keypath = f"exec[{index}]"
+        block = self.keys(value, generic="exec", keypath=keypath, known=_EXEC_KEYS)
+        origin = self.where(keypath)
+
+        def env_keys(env: object) -> dict[str, Any]:
+            return self.keys(
+                env, generic="exec.env", keypath=f"{keypath}.env", known=_EXEC_ENV_KEYS
+            )
+
+        return parse_exec_options(block, origin, env_keys)
+
     def consul(self, value: object) -> dict[str, Any]:
         block = self.keys(value, generic="consul", keypath="consul", known=_CONSUL_KEYS)
         consul: dict[str, Any] = {}
@@ -317,7 +393,8 @@ class _FileReader:
         if "token_file" in consul:
             consul["_token_file_where"] = self.where("consul.token_file")
         if "token" in block:
-            consul["token"] = _parse_str(block["token"], where=self.where("consul.token"))
+            where = self.where("consul.token")
+            consul["token"] = check_token(_parse_str(block["token"], where=where), where)
         if "max_connections" in block:
             consul["max_connections"] = _parse_max_connections(
                 block["max_connections"], where=self.where("consul.max_connections")
@@ -418,6 +495,52 @@ class _FileReader:
         return TemplateConfig(origin=origin, **options)
 
 
+def parse_exec_options(
+    block: dict[str, Any], origin: str, env_keys: Callable[[object], dict[str, Any]]
+) -> dict[str, Any]:
+    """Validate and convert the keys of an ``exec`` block; ``origin`` prefixes messages."""
+
+    def where(key: str) -> str:
+        return f"{origin}.{key}"
+
+    options: dict[str, Any] = {"origin": origin}
+    if "enabled" in block:
+        options["enabled"] = parse_bool(block["enabled"], where=where("enabled"))
+    if "command" in block:
+        options["command"] = parse_exec_command(block["command"], where=where("command"))
+    elif options.get("enabled", True):
+        raise ConfigError(f"{origin}: command is required (the program to start and supervise)")
+    for key in ("timeout", "splay", "kill_timeout", "restart_backoff", "restart_max_backoff"):
+        if key in block:
+            options[key] = parse_duration(block[key], where=where(key))
+    if "min_reload_interval" in block:
+        options["min_reload_interval"] = parse_duration(
+            block["min_reload_interval"], where=where("min_reload_interval")
+        )
+    for key in ("reload_signal", "kill_signal"):
+        if key in block:
+            options[key] = parse_signal(block[key], where=where(key))
+    if "restart" in block:
+        options["restart"] = parse_restart(block["restart"], where=where("restart"))
+    if "templates" in block:
+        options["templates"] = parse_string_list(block["templates"], where=where("templates"))
+    if "env" in block:
+        env = env_keys(block["env"])
+        options["env"] = {}
+        if "pristine" in env:
+            options["env"]["pristine"] = parse_bool(env["pristine"], where=where("env.pristine"))
+        if "custom" in env:
+            options["env"]["custom"] = parse_env_entries(env["custom"], where=where("env.custom"))
+        for key, old in (("allowlist", "whitelist"), ("denylist", "blacklist")):
+            patterns: list[str] = []
+            for name in (key, old):
+                if name in env:
+                    patterns += parse_string_list(env[name], where=where(f"env.{name}"))
+            if patterns:
+                options["env"][key] = patterns
+    return options
+
+
 def _syntax_message(exc: Exception) -> str:
     """A short description of a lark parse error (lark lists every expected token)."""
     token = getattr(exc, "token", None)
@@ -463,10 +586,29 @@ _ALL_KEYS = frozenset(
         *_DELIMITER_KEYS,
         *_WATCH_KEYS,
         *_HTTP_HANDLER_KEYS,
+        *_EXEC_KEYS,
+        *_EXEC_ENV_KEYS,
         *(key.rpartition(".")[2] for key in IGNORED_KEYS),
         *("true", "false", "null", "if", "in", "for", "for_each", "else", "endif", "endfor"),
     }
 )
+
+
+def _note_parser_build() -> None:
+    """Say why the first HCL file after an install takes seconds: python-hcl2 builds its LALR
+    parser on first use (~10 s on a slow machine) and caches it next to its code
+    (``hcl2/.lark_cache.bin``); later runs load the cache in ~0.1 s. Where that directory is
+    read-only the parser is built on every start."""
+    try:
+        from hcl2.parser import PARSER_FILE
+    except ImportError:  # another python-hcl2 layout: nothing to say
+        return
+    if not os.path.exists(PARSER_FILE):
+        logger.info(
+            "(config) building python-hcl2's parser (first HCL file since it was installed; "
+            "takes a few seconds, then cached in %s)",
+            PARSER_FILE,
+        )
 
 
 def _parse_hcl(text: str, name: str) -> dict[str, Any]:
@@ -480,6 +622,7 @@ def _parse_hcl(text: str, name: str) -> dict[str, Any]:
         # Heredocs become plain strings. python-hcl2 drops their final newline (HCL1 keeps it).
         preserve_heredocs=False,
     )
+    _note_parser_build()
     try:
         data = hcl2.loads(text, serialization_options=options)
     except UnexpectedInput as exc:
@@ -493,7 +636,37 @@ def _parse_hcl(text: str, name: str) -> dict[str, Any]:
         raise ConfigError(f"{name}: cannot parse this file as HCL") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{name}: cannot parse this file as HCL")
+    _check_unquoted(data, text, name)
     return data
+
+
+_SECRET_KEYS = frozenset({"token", "password", "username"})
+
+
+def _check_unquoted(data: object, text: str, name: str, key: str = "") -> None:
+    """Reject a value written without quotes (``source = ok.j2``).
+
+    python-hcl2 reads a bare expression as the interpolation ``"${ok.j2}"``, which would then
+    be reported as a file named ``${ok.j2}``. A value that is a whole interpolation is looked
+    for, unquoted, on a ``key = ...`` line of the file; a quoted ``"${...}"`` is left alone.
+    """
+    if isinstance(data, dict):
+        for k, v in data.items():
+            _check_unquoted(v, text, name, str(k))
+    elif isinstance(data, list):
+        for v in data:
+            _check_unquoted(v, text, name, key)
+    elif isinstance(data, str) and key and data.startswith("${") and data.endswith("}"):
+        inner = data[2:-1]
+        pattern = rf"^[ \t]*{re.escape(key)}[ \t]*=[ \t]*{re.escape(inner)}[ \t]*(?:#.*|//.*)?$"
+        match = re.search(pattern, text, re.MULTILINE)
+        if match is None:
+            return
+        line = text.count("\n", 0, match.start()) + 1
+        example = '"..."' if key in _SECRET_KEYS else json.dumps(inner)
+        raise ConfigError(
+            f"{name}:{line}: {key}: the value must be quoted; write {key} = {example}"
+        )
 
 
 def _parse_json(text: str, name: str) -> dict[str, Any]:

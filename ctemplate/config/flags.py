@@ -20,10 +20,14 @@ from ctemplate.errors import ConfigError
 
 from .model import TemplateConfig, WaitConfig
 from .values import (
+    check_consul_address,
     parse_bool,
     parse_duration,
+    parse_env_entries,
+    parse_exec_command,
     parse_listen_address,
     parse_log_level,
+    parse_restart,
     parse_signal,
     parse_wait,
 )
@@ -55,6 +59,7 @@ class Flags:
     once: bool = False
     once_timeout: float | None = None  # seconds
     dry: bool = False
+    dedup: bool = False
     wait: WaitConfig | None = None
     max_stale: float | None = None  # seconds
     max_unavailable: float | None = None  # seconds
@@ -66,8 +71,23 @@ class Flags:
     default_left_delimiter: str | None = None
     default_right_delimiter: str | None = None
     retry: float | None = None  # legacy -retry: the consul retry backoff, seconds
+    # exec mode: they set the first exec block (-exec creates it when no file has one)
+    exec_command: str | tuple[str, ...] | None = None
+    exec_reload_signal: str | None = None  # "" = restart the child on changes
+    exec_kill_signal: str | None = None
+    exec_kill_timeout: float | None = None
+    exec_splay: float | None = None
+    exec_env_pristine: bool | None = None
+    exec_env_custom: tuple[str, ...] = ()
+    exec_env_allowlist: tuple[str, ...] = ()
+    exec_env_denylist: tuple[str, ...] = ()
+    exec_restart: str | None = None
+    exec_min_reload_interval: float | None = None
     version: bool = False
     help: bool = False
+    # One line per old consul-template spelling used (``-consul``, ``-ssl``...), logged by the
+    # CLI once logging is set up.
+    deprecations: tuple[str, ...] = ()
 
 
 def _string(value: str, where: str) -> str:
@@ -77,6 +97,12 @@ def _string(value: str, where: str) -> str:
 def _nonempty(value: str, where: str) -> str:
     if not value.strip():
         raise ConfigError(f"{where}: must not be empty")
+    return value
+
+
+def _consul_address(value: str, where: str) -> str:
+    _nonempty(value, where)
+    check_consul_address(value, where=where)
     return value
 
 
@@ -109,6 +135,18 @@ def _listen_address(value: str, where: str) -> str:
     return parse_listen_address(value, where=where)
 
 
+def _exec_command(value: str, where: str) -> str | tuple[str, ...]:
+    return parse_exec_command(value, where=where)
+
+
+def _restart(value: str, where: str) -> str:
+    return parse_restart(value, where=where)
+
+
+def _env_entry(value: str, where: str) -> str:
+    return parse_env_entries(value, where=where)[0]
+
+
 def _auth(value: str, where: str) -> str:
     # Never echo the value: it holds a password.
     if not value.partition(":")[0]:
@@ -128,7 +166,7 @@ _BOOL = ""
 
 _SPECS: dict[str, _Spec] = {
     "config": _Spec("configs", "path", "config file or directory (repeatable)", _nonempty),
-    "consul-addr": _Spec("consul_addr", "host:port", "Consul address", _nonempty),
+    "consul-addr": _Spec("consul_addr", "host:port", "Consul address", _consul_address),
     "consul-token": _Spec("consul_token", "token", "Consul ACL token"),
     "consul-token-file": _Spec(
         "consul_token_file", "path", "file holding the Consul ACL token", _nonempty
@@ -163,6 +201,7 @@ _SPECS: dict[str, _Spec] = {
         "once_timeout", "duration", "with -once: give up after this long (exit 14)", _duration
     ),
     "dry": _Spec("dry", _BOOL, "print rendered templates to stdout, write nothing"),
+    "dedup": _Spec("dedup", _BOOL, "de-duplication: one instance per template reads Consul"),
     "wait": _Spec("wait", "min[:max]", "quiescence, e.g. 5s:30s (max default 4*min)", _wait),
     "max-stale": _Spec(
         "max_stale", "duration", "accept stale reads this old (default 2s)", _duration
@@ -192,10 +231,69 @@ _SPECS: dict[str, _Spec] = {
         "default_right_delimiter", "text", "right template delimiter (default }})"
     ),
     "retry": _Spec("retry", "duration", "legacy: same as -consul-retry-backoff", _duration),
+    "exec": _Spec(
+        "exec_command", "command", "start and supervise this command (exec mode)", _exec_command
+    ),
+    "exec-reload-signal": _Spec(
+        "exec_reload_signal",
+        "signal",
+        "send to the child when files change (default: restart)",
+        _signal,
+    ),
+    "exec-kill-signal": _Spec(
+        "exec_kill_signal", "signal", "stop the child with this (default SIGINT)", _signal
+    ),
+    "exec-kill-timeout": _Spec(
+        "exec_kill_timeout", "duration", "then SIGKILL after this long (default 30s)", _duration
+    ),
+    "exec-splay": _Spec(
+        "exec_splay", "duration", "random delay before a reload or restart (default 0)", _duration
+    ),
+    "exec-env-pristine": _Spec(
+        "exec_env_pristine", _BOOL, "the child gets only the -exec-env-custom variables"
+    ),
+    "exec-env-custom": _Spec(
+        "exec_env_custom", "KEY=value", "set this variable for the child (repeatable)", _env_entry
+    ),
+    "exec-env-allowlist": _Spec(
+        "exec_env_allowlist", "glob", "pass only variables matching (repeatable)", _nonempty
+    ),
+    "exec-env-denylist": _Spec(
+        "exec_env_denylist", "glob", "never pass variables matching (repeatable)", _nonempty
+    ),
+    "exec-restart": _Spec(
+        "exec_restart", "policy", "never, on-failure or always (default never)", _restart
+    ),
+    "exec-min-reload-interval": _Spec(
+        "exec_min_reload_interval",
+        "duration",
+        "at most one reload or restart per this long (default 0)",
+        _duration,
+    ),
     "version": _Spec("version", _BOOL, "print the version and exit"),
     "help": _Spec("help", _BOOL, "print this help and exit"),
 }
 _ALIASES = {"v": "version", "h": "help"}
+# Spellings consul-template accepted before 0.18, when its Consul flags gained the "consul-"
+# prefix (-consul was the address). Accepted with a one-line warning so old scripts keep working.
+_RENAMED = {
+    "consul": "consul-addr",
+    "token": "consul-token",
+    "auth": "consul-auth",
+    "ssl": "consul-ssl",
+    "ssl-verify": "consul-ssl-verify",
+    "ssl-cert": "consul-ssl-cert",
+    "ssl-key": "consul-ssl-key",
+    "ssl-ca-cert": "consul-ssl-ca-cert",
+    "ssl-ca-path": "consul-ssl-ca-path",
+    "ssl-server-name": "consul-ssl-server-name",
+}
+# Older spellings that cannot be mapped one to one: what to write instead.
+_REPLACED = {
+    "ssl-no-verify": "-consul-ssl-verify=false",
+    "consul-ssl-no-verify": "-consul-ssl-verify=false",
+}
+_REPEATABLE = frozenset({"exec-env-custom", "exec-env-allowlist", "exec-env-denylist"})
 
 
 def usage() -> str:
@@ -249,6 +347,7 @@ def parse_flags(argv: list[str]) -> Flags:
     values: dict[str, Any] = {}
     configs: list[str] = []
     templates: list[TemplateConfig] = []
+    deprecations: list[str] = []
     index = 0
     while index < len(argv):
         arg = argv[index]
@@ -266,10 +365,19 @@ def parse_flags(argv: list[str]) -> Flags:
         if not name or name.startswith("-"):
             raise ConfigError(f"bad flag syntax: {json.dumps(arg)}")
         name = _ALIASES.get(name, name)
+        typed = name
+        if name in _RENAMED:
+            old, name = name, _RENAMED[name]
+            deprecations.append(
+                f"flag -{old}: deprecated consul-template spelling (renamed in its 0.18); "
+                f"accepted as -{name}, write -{name}"
+            )
+        if name in _REPLACED:
+            raise ConfigError(f"flag -{name}: no longer exists; write {_REPLACED[name]}")
         spec = _SPECS.get(name)
         if spec is None:
             raise _unknown(name)
-        where = f"flag -{name}"
+        where = f"flag -{typed}"
         if not spec.metavar:  # boolean
             flag_value = parse_bool(value, where=where) if has_value else True
             if name == "help" and flag_value:
@@ -283,10 +391,18 @@ def parse_flags(argv: list[str]) -> Flags:
             index += 1
         if name == "config":
             configs.append(_nonempty(value, where))
+        elif name in _REPEATABLE:
+            values.setdefault(spec.attr, ())
+            values[spec.attr] += (spec.convert(value, where),)
         elif name == "template":
             templates.append(_template(value, where, len(templates) + 1))
         else:
             values[spec.attr] = spec.convert(value, where)
     if values.get("once_timeout") and not values.get("once"):
         raise ConfigError("flag -once-timeout: only works with -once; add -once")
-    return Flags(configs=tuple(configs), templates=tuple(templates), **values)
+    return Flags(
+        configs=tuple(configs),
+        templates=tuple(templates),
+        deprecations=tuple(deprecations),
+        **values,
+    )

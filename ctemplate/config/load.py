@@ -17,14 +17,26 @@ Token and password values never appear in a message or a repr.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ctemplate.errors import ConfigError
 
 from .files import _config_files, load_config_file
-from .model import AuthConfig, Config, ConsulConfig, RetryConfig, SSLConfig, WaitConfig
-from .values import _finish_consul, _merge, _quote, parse_bool, parse_log_level
+from .model import (
+    AuthConfig,
+    Config,
+    ConsulConfig,
+    DedupConfig,
+    ExecConfig,
+    ExecEnvConfig,
+    RetryConfig,
+    SSLConfig,
+    WaitConfig,
+)
+from .values import _finish_consul, _merge, _quote, check_token, parse_bool, parse_log_level
 
 if TYPE_CHECKING:
     from .flags import Flags
@@ -46,7 +58,7 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     if found := get("CONSUL_HTTP_ADDR"):
         consul["address"] = found[1].strip()
     if found := get("CONSUL_TOKEN", "CONSUL_HTTP_TOKEN"):
-        consul["token"] = found[1].strip()
+        consul["token"] = check_token(found[1].strip(), f"env {found[0]}")
     if found := get("CONSUL_TOKEN_FILE", "CONSUL_HTTP_TOKEN_FILE"):
         consul["token_file"] = found[1]
         consul["_token_file_where"] = f"env {found[0]}"
@@ -85,7 +97,7 @@ def _flags_layer(flags: Flags) -> dict[str, Any]:
     if flags.consul_addr is not None:
         consul["address"] = flags.consul_addr
     if flags.consul_token is not None:
-        consul["token"] = flags.consul_token
+        consul["token"] = check_token(flags.consul_token.strip(), "flag -consul-token")
     if flags.consul_token_file is not None:
         consul["token_file"] = flags.consul_token_file
         consul["_token_file_where"] = "flag -consul-token-file"
@@ -145,6 +157,34 @@ def _flags_layer(flags: Flags) -> dict[str, Any]:
     if flags.once_timeout is not None:
         layer["once_timeout"] = flags.once_timeout
     layer["dry"] = flags.dry
+    if flags.dedup:
+        layer["dedup"] = {"enabled": True}
+    exec_flags: dict[str, Any] = {}
+    for key, value in (
+        ("command", flags.exec_command),
+        ("reload_signal", flags.exec_reload_signal),
+        ("kill_signal", flags.exec_kill_signal),
+        ("kill_timeout", flags.exec_kill_timeout),
+        ("splay", flags.exec_splay),
+        ("restart", flags.exec_restart),
+        ("min_reload_interval", flags.exec_min_reload_interval),
+    ):
+        if value is not None:
+            exec_flags[key] = value
+    env: dict[str, Any] = {}
+    if flags.exec_env_pristine is not None:
+        env["pristine"] = flags.exec_env_pristine
+    for key, entries in (
+        ("custom", flags.exec_env_custom),
+        ("allowlist", flags.exec_env_allowlist),
+        ("denylist", flags.exec_env_denylist),
+    ):
+        if entries:
+            env[key] = list(entries)
+    if env:
+        exec_flags["env"] = env
+    if exec_flags:
+        layer["exec_flags"] = exec_flags
     return layer
 
 
@@ -155,11 +195,49 @@ def _flags_layer(flags: Flags) -> dict[str, Any]:
 def _read_token_file(path: str, where: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
-            return handle.read().strip()
+            token = handle.read().strip()
     except UnicodeDecodeError:
         raise ConfigError(f"{where}: {_quote(path)} is not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read {_quote(path)}: {exc.strerror or exc}") from None
+    shown = json.dumps(path, ensure_ascii=False)  # the whole path, however long
+    return check_token(token, f"{where}: {shown}", from_file=True)
+
+
+def _execs(merged: dict[str, Any]) -> tuple[ExecConfig, ...]:
+    """The exec blocks, the ``-exec*`` flags applied to the first one (consul-template has
+    one exec block; its flags override the file's values, and env lists append)."""
+    blocks: list[dict[str, Any]] = [dict(b) for b in merged.get("execs", [])]
+    flags: dict[str, Any] = merged.get("exec_flags", {})
+    if flags:
+        if not blocks:
+            if "command" not in flags:
+                name = next(iter(flags)).replace("_", "-")
+                raise ConfigError(
+                    f"flag -exec-{name}: there is no child to apply it to; add -exec COMMAND "
+                    "or an exec block"
+                )
+            blocks.append({"origin": "flag -exec"})
+        first = blocks[0]
+        env = dict(first.get("env", {}))
+        for key, value in flags.get("env", {}).items():
+            env[key] = [*env.get(key, []), *value] if isinstance(value, list) else value
+        first.update({k: v for k, v in flags.items() if k != "env"})
+        if env:
+            first["env"] = env
+    result = []
+    for block in blocks:
+        env = block.pop("env", {})
+        block.pop("enabled", None)
+        block.pop("timeout", None)
+        env_options: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in env.items()
+        }
+        options: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in block.items()
+        }
+        result.append(ExecConfig(env=ExecEnvConfig(**env_options), **options))
+    return tuple(result)
 
 
 def _build(merged: dict[str, Any]) -> Config:
@@ -170,7 +248,11 @@ def _build(merged: dict[str, Any]) -> Config:
         token = _read_token_file(token_file, consul["_token_file_where"])
     wait: WaitConfig | None = merged.get("wait")
     pid_file: str | None = merged.get("pid_file") or None
+    dedup = DedupConfig(**merged.get("dedup", {}))
+    if merged.get("once"):  # as in consul-template: -once renders alone
+        dedup = replace(dedup, enabled=False)
     return Config(
+        dedup=dedup,
         consul=ConsulConfig(
             address=consul.get("address", _DEFAULTS.consul.address),
             token=token,
@@ -196,6 +278,7 @@ def _build(merged: dict[str, Any]) -> Config:
         once=merged.get("once", False),
         once_timeout=merged.get("once_timeout", _DEFAULTS.once_timeout),
         dry=merged.get("dry", False),
+        execs=_execs(merged),
     )
 
 

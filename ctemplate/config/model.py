@@ -138,8 +138,52 @@ class WatchConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DedupConfig:
+    """``deduplicate { ... }`` / ``-dedup``: one instance per template reads Consul and shares
+    the data it rendered from through the KV store (ctemplate.modes.dedup)."""
+
+    enabled: bool = False
+    prefix: str = "ctemplate/dedup/"  # KV prefix of the locks and the shared data
+    ttl: float = 15.0  # seconds, TTL of the Consul session (renewed at half of it)
+    max_stale: float = 2.0  # seconds; stale reads of the shared data allowed this old
+    block_query_wait: float = 60.0  # seconds, wait of the blocking read of the shared data
+
+
+@dataclass(frozen=True, slots=True)
+class ExecEnvConfig:
+    """The child's environment: ctemplate's own (plus ``CONSUL_HTTP_*``) filtered by the
+    ``allowlist`` and ``denylist`` globs (deny wins), or nothing with ``pristine``; then
+    ``custom`` ``KEY=value`` entries, which always win."""
+
+    pristine: bool = False
+    custom: tuple[str, ...] = ()
+    allowlist: tuple[str, ...] = ()
+    denylist: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ExecConfig:
+    """One supervised child (an ``exec`` block, or the ``-exec`` flags)."""
+
+    # A str runs through `sh -c` in its own process group; a tuple is an argv.
+    command: str | tuple[str, ...]
+    splay: float = 0.0  # seconds: random delay in [0, splay) before a reload signal or restart
+    reload_signal: str = ""  # "" = restart the child when its files change
+    kill_signal: str = "SIGINT"
+    kill_timeout: float = 30.0  # seconds from kill_signal to SIGKILL of the process group
+    env: ExecEnvConfig = ExecEnvConfig()
+    restart: str = "never"  # never | on-failure | always
+    restart_backoff: float = 1.0  # seconds before the first restart, doubled each time
+    restart_max_backoff: float = 60.0  # cap on one delay
+    min_reload_interval: float = 0.0  # seconds: at most one reload signal/restart per interval
+    templates: tuple[str, ...] = ()  # destinations it depends on; () = every template
+    origin: str = ""  # "ct.hcl: exec[1]" or "-exec", for messages
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     consul: ConsulConfig = ConsulConfig()
+    dedup: DedupConfig = DedupConfig()
     templates: tuple[TemplateConfig, ...] = ()
     watches: tuple[WatchConfig, ...] = ()
     wait: WaitConfig | None = None
@@ -157,3 +201,4 @@ class Config:
     once: bool = False
     once_timeout: float = 0.0  # -once: exit 14 after this many seconds; 0 = wait for the data
     dry: bool = False
+    execs: tuple[ExecConfig, ...] = ()  # supervised children (exec mode)

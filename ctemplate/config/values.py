@@ -20,9 +20,7 @@ logger = logging.getLogger(__name__)
 
 IGNORED_KEYS: frozenset[str] = frozenset(
     {
-        "deduplicate",
         "err_on_failed_lookup",
-        "exec",
         "log_file",
         "nomad",
         "once",  # consul-template itself only honours -once (its file value is overwritten)
@@ -363,6 +361,54 @@ def _parse_command(value: object, *, where: str) -> str | tuple[str, ...] | None
     raise _type_error(where, "a string or a list of strings", value)
 
 
+def parse_exec_command(value: object, *, where: str) -> str | tuple[str, ...]:
+    """The supervised child's command: a list is an argv; a string with whitespace runs
+    through ``sh -c``; a single word runs directly (as consul-template does, for images
+    without a shell). Empty is an error."""
+    command = _parse_command(value, where=where)
+    if command is None:
+        raise ConfigError(f"{where}: must not be empty; write the command that starts the child")
+    if isinstance(command, str) and not any(c.isspace() for c in command.strip()):
+        return (command.strip(),)
+    return command
+
+
+def parse_restart(value: object, *, where: str) -> str:
+    """``never`` (consul-template's behaviour), ``on-failure`` or ``always``."""
+    text = _parse_str(value, where=where).strip().lower().replace("_", "-")
+    if text not in _RESTART:
+        raise ConfigError(
+            f'{where}: {_quote(value)} is not a restart policy; use "never", "on-failure" '
+            'or "always"'
+        )
+    return text
+
+
+def parse_string_list(value: object, *, where: str) -> list[str]:
+    """A list of strings, or one string (a one-element list)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise _type_error(where, "a list of strings", value)
+
+
+def parse_env_entries(value: object, *, where: str) -> list[str]:
+    """``exec.env.custom``: ``KEY=value`` strings (the value may be empty)."""
+    entries = parse_string_list(value, where=where)
+    for entry in entries:
+        name, eq, _ = entry.partition("=")
+        if not eq or not name or any(c.isspace() for c in name):
+            # Only the name is shown: the value may be a secret.
+            raise ConfigError(
+                f'{where}: {_quote(name)} is not KEY=value; write e.g. "APP_MODE=production"'
+            )
+    return entries
+
+
+_RESTART = ("never", "on-failure", "always")
+
+
 # Layers: key checks and merging
 
 _COMMAND_FAILURE = ("log", "exit")
@@ -416,6 +462,77 @@ def _blocks(value: object, where: str) -> list[dict[str, Any]]:
     raise _type_error(where, "a block", value)
 
 
+def check_token(token: str, where: str, *, from_file: bool = False) -> str:
+    """``token`` if an HTTP header can carry it (one line of visible ASCII characters, as every
+    Consul ACL token is), else a :class:`ConfigError` naming ``where`` and never the value: a
+    message quoting it would put the secret in the log and on /health."""
+    for char in token:
+        if char in "\r\n":
+            problem = "a line break" + (" (the file has more than one line)" if from_file else "")
+        elif not char.isascii():
+            problem = "a character that is not ASCII"
+        elif not char.isprintable() or char.isspace():
+            problem = "a space or control character"
+        else:
+            continue
+        raise ConfigError(
+            f"{where}: the ACL token holds {problem}; a token is one line of visible ASCII "
+            "characters (the value is not shown)"
+        )
+    return token
+
+
+def _split_userinfo(consul: dict[str, Any], address: str) -> str:
+    """``user:password@host:port``: the credentials become ``consul.auth`` (unless it is set)
+    and leave the address, so no URL, log line or /health page carries the password."""
+    userinfo, at, host = address.rpartition("@")
+    if not at:
+        return address
+    if "auth" not in consul:
+        username, _, password = userinfo.partition(":")
+        consul["auth"] = {"enabled": True, "username": username, "password": password}
+    return host
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a trailing dot (FQDN) is fine
+_ADDRESS_FORMS = "host:port, http://host:port or https://host:port, e.g. 127.0.0.1:8500"
+
+
+def check_consul_address(value: str, *, where: str) -> None:
+    """Reject a Consul address that cannot be turned into a URL, naming ``where`` and the
+    accepted forms; a scheme other than http(s) (``tcp://``, ``unix://``) is refused here
+    rather than failing later as an invalid URL."""
+    text = value.strip()
+    lower = text.lower()
+    for scheme in ("https://", "http://"):
+        if lower.startswith(scheme):
+            text = text[len(scheme) :]
+            break
+    else:
+        if "://" in text:
+            scheme = text.split("://", 1)[0]
+            raise ConfigError(
+                f"{where}: {_quote(value)}: the scheme {scheme}:// is not supported; "
+                f"write {_ADDRESS_FORMS}"
+            )
+    text = text.rstrip("/")
+    if text.startswith("["):  # [IPv6]:port
+        host, close, rest = text[1:].partition("]")
+        ok = bool(close) and ":" in host and all(c in "0123456789abcdefABCDEF:." for c in host)
+        ok = ok and (not rest or rest.startswith(":"))
+        has_port, port = bool(rest), rest[1:]
+    else:
+        host, has_colon, port = text.partition(":")
+        ok = bool(_HOST_NAME.fullmatch(host)) and ":" not in port
+        has_port = bool(has_colon)
+    if ok and has_port:
+        ok = port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
+    if not ok:
+        raise ConfigError(
+            f"{where}: {_quote(value)} is not a Consul address; write {_ADDRESS_FORMS}"
+        )
+
+
 def _finish_consul(consul: dict[str, Any], *, address_where: str, auto_ssl: bool) -> dict[str, Any]:
     """Per-layer rules: strip the address scheme (https:// turns TLS on), enable auth when a
     username or password is set, and TLS when any other ssl key is set (consul-template)."""
@@ -427,12 +544,13 @@ def _finish_consul(consul: dict[str, Any], *, address_where: str, auto_ssl: bool
             consul.setdefault("ssl", {}).setdefault("enabled", True)
         elif lower.startswith("http://"):
             address = address[len("http://") :]
-        address = address.rstrip("/")
+        address = _split_userinfo(consul, address.rstrip("/"))
         if not address:
             raise ConfigError(
-                f"{address_where}: {_quote(consul['address'])} has no host; "
-                "write e.g. 127.0.0.1:8500"
+                f"{address_where}: {_quote(_split_userinfo({}, consul['address']))} has no "
+                "host; write e.g. 127.0.0.1:8500"
             )
+        check_consul_address(consul["address"], where=address_where)
         consul["address"] = address
     auth = consul.get("auth")
     if auth and "enabled" not in auth and (auth.get("username") or auth.get("password")):
@@ -450,7 +568,7 @@ def _merge(base: dict[str, Any], upper: dict[str, Any]) -> None:
         for key in ("token", "token_file", "_token_file_where"):
             base.pop(key, None)
     for key, value in upper.items():
-        if key in ("templates", "watches"):
+        if key in ("templates", "watches", "execs"):
             base[key] = [*base.get(key, []), *value]
         elif isinstance(value, dict) and isinstance(base.get(key), dict):
             _merge(base[key], value)

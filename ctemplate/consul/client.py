@@ -2,14 +2,21 @@
 
 Errors are translated here, at the boundary, into :class:`ConsulError` whose message names the
 method, path (the token is sent in a header and never appears), status, the first line of the
-body and a hint. The client also keeps one availability state for all watches, so an outage is
-logged once when it starts and once when it ends, not once per request.
+body and a hint. The client also keeps one availability state for all watches: the agent
+cannot be reached (a refused or broken connection), logged once when it starts and once when it
+ends, not once per request. A failure of one query while the agent answers (an error status,
+an answer held or trickling past its bound) leaves that state alone: the watcher reports it
+per query.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import os
+import socket
 import ssl
 import time
 from collections.abc import Mapping
@@ -107,6 +114,12 @@ class ConsulClient:
             trust_env=False,
         )
         self.available = True
+        # Set by the owner (the runner) from its retry settings: what the outage warning says
+        # happens next, and whether each retry is worth a warning (a bounded retry budget).
+        self.outage_note = "retrying with backoff, keeping the last good files"
+        self.retry_limit = 0  # retries before giving up; 0 = none or unbounded
+        self.retry_warn = False
+        self._retry_logged = 0  # the highest retry already reported in this outage
         self.last_error = ""  # the latest failure of the current outage
         self.requests = 0  # all sent, for /metrics
         self.failed_requests = 0
@@ -141,21 +154,49 @@ class ConsulClient:
         read = wait + wait / 16 + 10.0 if index > 0 else 30.0
         timeout = httpx.Timeout(10.0, read=read, pool=None)
         self.requests += 1
+        # httpx's read timeout bounds each read; an answer trickling in a byte every few seconds
+        # would never be cut. The whole answer gets the same bound, counted from the moment the
+        # request goes out on a connection (not while it queues for one within the budget).
+        deadline = asyncio.timeout(None)
+        loop = asyncio.get_running_loop()
+
+        async def trace(event: str, _info: Any) -> None:
+            if event.endswith("send_request_headers.started"):
+                deadline.reschedule(loop.time() + read)
+
         request = self._http.build_request(
-            "GET", path, params=q, headers=headers, timeout=timeout, extensions=self._extensions
+            "GET",
+            path,
+            params=q,
+            headers=headers,
+            timeout=timeout,
+            extensions={**self._extensions, "trace": trace},
         )
         try:
-            # Streamed into a local buffer: a read response holds its body in a reference cycle
-            # (response <-> stream), so a large answer (megabytes for thousands of instances)
-            # would stay in memory until the garbage collector ran.
-            resp = await self._http.send(request, stream=True)
-            try:
-                body = b"".join([chunk async for chunk in resp.aiter_bytes()])
-            finally:
-                await resp.aclose()
+            async with deadline:
+                # Streamed into a local buffer: a read response holds its body in a reference
+                # cycle (response <-> stream), so a large answer (megabytes for thousands of
+                # instances) would stay in memory until the garbage collector ran.
+                resp = await self._http.send(request, stream=True)
+                try:
+                    body = b"".join([chunk async for chunk in resp.aiter_bytes()])
+                finally:
+                    await resp.aclose()
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise
+            err = ConsulError(
+                f"GET {path}: no complete answer within {read:.1f}s (held or trickling in: "
+                "a stuck agent, proxy or network?)"
+            )
+            self.failed_requests += 1
+            raise err from exc
         except httpx.HTTPError as exc:
-            reason = str(exc) or type(exc).__name__
-            if isinstance(exc, httpx.ReadTimeout):
+            reason = _os_reason(exc) or str(exc) or type(exc).__name__
+            if isinstance(exc, httpx.LocalProtocolError):
+                # Its message quotes the offending header, which may be the token's value.
+                reason = "the request could not be sent (a header value is not valid)"
+            elif isinstance(exc, httpx.ReadTimeout):
                 reason = f"no answer within {read:.1f}s"
             elif isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError):
                 reason = f"the connection broke during the answer ({reason})"
@@ -168,13 +209,35 @@ class ConsulClient:
             err = ConsulError(
                 f"GET {path}: cannot reach Consul at {self.base_url}: {reason}; {hint}"
             )
-            self._note_failure(err)
+            if isinstance(exc, httpx.ReadTimeout):
+                # One query held past its bound while the agent may answer every other one:
+                # that query's failure (the watcher reports it), not an outage.
+                self.failed_requests += 1
+            else:
+                self._note_failure(err)
             raise err from exc
         if resp.status_code == 404 and path.startswith("/v1/kv/"):
+            if "X-Consul-Index" not in resp.headers:
+                # Consul sends its index with every KV answer, an absent key included: this is
+                # some other server (a wrong -consul-addr), and waiting for the key is futile.
+                self.failed_requests += 1
+                raise ConsulError(
+                    f"GET {path}: {self.base_url} answered 404 without Consul's headers; is it "
+                    "a Consul agent? check -consul-addr (or CONSUL_HTTP_ADDR, consul.address)",
+                    transient=False,
+                    status=404,
+                )
             data: Any = None
         elif resp.status_code != 200:
             lines = body.decode("utf-8", "replace").strip().splitlines()
             first = lines[0][:200] if lines else ""
+            if resp.status_code == 500 and "no path to datacenter" in first.lower():
+                # Consul answers fine: the query names a datacenter it does not know. An
+                # error of this query alone, not an outage, and not worth a fast retry.
+                self.failed_requests += 1
+                dc = q.get("dc", "")
+                message = await self._unknown_datacenter(path, dc if isinstance(dc, str) else "")
+                raise ConsulError(message, transient=False, status=resp.status_code)
             transient = resp.status_code >= 500 or resp.status_code == 429
             err = ConsulError(
                 f"GET {path}: Consul answered {resp.status_code}"
@@ -183,17 +246,17 @@ class ConsulClient:
                 transient=transient,
                 status=resp.status_code,
             )
-            if transient:
-                self._note_failure(err)
-            else:
-                self.failed_requests += 1
+            # The agent answered: it is reachable. The failure is this query's (a datacenter
+            # that is gone, a 403, no leader); the watcher reports it per query.
+            self.failed_requests += 1
+            self._note_success()
             raise err
         else:
             try:
                 data = json.loads(body)
             except ValueError as exc:
                 err = ConsulError(f"GET {path}: Consul sent a body that is not JSON")
-                self._note_failure(err)
+                self.failed_requests += 1
                 raise err from exc
         self._note_success()
         h = resp.headers
@@ -204,37 +267,72 @@ class ConsulClient:
             known_leader=h.get("X-Consul-KnownLeader", "true") == "true",
         )
 
-    async def put(
-        self, path: str, params: Mapping[str, str] | None = None, body: bytes = b""
-    ) -> Any:
-        """One PUT (``ctemplate event``); returns the decoded JSON answer. Not retried: a
-        repeated PUT could fire an event twice."""
+    async def _unknown_datacenter(self, path: str, dc: str) -> str:
+        """The message for a query naming a datacenter Consul does not know, with the ones it
+        knows (one more request; "" if that fails too)."""
+        known = ""
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            resp = await self._http.get("/v1/catalog/datacenters", extensions=self._extensions)
+            if resp.status_code == 200:
+                names = resp.json()
+                if isinstance(names, list):
+                    known = ", ".join(str(n) for n in names)
+        return (
+            f"GET {path}: unknown datacenter {json.dumps(dc)} (Consul: No path to datacenter); "
+            + (f"known datacenters: {known}; " if known else "")
+            + "check the @datacenter part of the query in the template"
+        )
+
+    async def write(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None = None,
+        *,
+        content: bytes | None = None,
+        json_body: Any = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> tuple[int, Any]:
+        """One PUT or DELETE (sessions, locks, transactions): the status and the decoded JSON
+        body (``None`` when it is not JSON). A status outside ``ok`` is a :class:`ConsulError`
+        naming the method and path; the body it quotes is Consul's message, never what was sent.
+        """
         self.requests += 1
+        kwargs: dict[str, Any] = {}
+        if json_body is not None:
+            kwargs["content"] = json.dumps(json_body).encode()
+        elif content is not None:
+            kwargs["content"] = content
         try:
-            resp = await self._http.put(
-                path, params=dict(params or {}), content=body, extensions=self._extensions
+            resp = await self._http.request(
+                method,
+                path,
+                params=params or {},
+                timeout=httpx.Timeout(10.0, read=30.0, pool=None),
+                extensions=self._extensions,
+                **kwargs,
             )
         except httpx.HTTPError as exc:
             reason = str(exc) or type(exc).__name__
+            err = ConsulError(f"{method} {path}: cannot reach Consul at {self.base_url}: {reason}")
             self.failed_requests += 1
-            raise ConsulError(
-                f"PUT {path}: cannot reach Consul at {self.base_url}: {reason}; "
-                "is the agent running? (set -http-addr or CONSUL_HTTP_ADDR)"
-            ) from exc
-        if resp.status_code != 200:
+            raise err from exc
+        if resp.status_code not in ok:
             self.failed_requests += 1
             lines = resp.text.strip().splitlines()
             first = lines[0][:200] if lines else ""
             raise ConsulError(
-                f"PUT {path}: Consul answered {resp.status_code}"
+                f"{method} {path}: Consul answered {resp.status_code}"
                 + (f": {first}" if first else "")
                 + f"; {_hint(resp.status_code)}",
+                transient=resp.status_code >= 500 or resp.status_code == 429,
                 status=resp.status_code,
             )
         try:
-            return resp.json()
-        except ValueError as exc:
-            raise ConsulError(f"PUT {path}: Consul sent a body that is not JSON") from exc
+            data = resp.json()
+        except ValueError:
+            data = None
+        return resp.status_code, data
 
     def _note_failure(self, err: ConsulError) -> None:
         """Log the start of an outage once; later failures only at debug level."""
@@ -244,9 +342,28 @@ class ConsulClient:
         if self.available:
             self.available = False
             self._down_since = time.monotonic()
-            log.warning("(consul) %s; retrying with backoff, keeping the last good files", err)
+            self._retry_logged = 0
+            log.warning("(consul) %s; %s", err, self.outage_note)
         else:
             log.debug("(consul) still failing: %s", err)
+
+    def note_retry(self, attempt: int, delay: float) -> None:
+        """Report a retry about to happen, once per retry number across all watches (each
+        watch retries on its own; they fail together when the agent is unreachable)."""
+        if attempt <= self._retry_logged or self.available:
+            return
+        self._retry_logged = attempt
+        of = f"/{self.retry_limit}" if self.retry_limit else ""
+        reason = _short(self.last_error)
+        log.log(
+            logging.WARNING if self.retry_warn else logging.DEBUG,
+            "(consul) %s: still failing (%s); attempt %d%s, next in %s",
+            self.base_url,
+            reason,
+            attempt,
+            of,
+            _seconds(delay),
+        )
 
     def _note_success(self) -> None:
         if not self.available:
@@ -269,6 +386,37 @@ def _is_tls_error(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return "SSL" in str(exc) or "certificate" in str(exc)
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The operating system's words for a failed connection (``connection refused``, ``name or
+    service not known``), found in the chain of causes; "" if there is none."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):  # an OSError whose errno is not the OS's: keep its text
+            return ""
+        if isinstance(seen, OSError) and isinstance(seen.errno, int) and seen.errno != 0:
+            if isinstance(seen, socket.gaierror):
+                text = f"cannot resolve the host name: {seen.strerror or seen.errno}"
+            else:
+                text = os.strerror(seen.errno)
+            return text[:1].lower() + text[1:]
+        seen = seen.__cause__ or seen.__context__
+    return ""
+
+
+def _short(error: str) -> str:
+    """The reason in an error message of :meth:`ConsulClient.get`, without the hint."""
+    head = error.split("; ", 1)[0]
+    if "cannot reach Consul at " in head:  # "... at http://host:port: reason"
+        return head.split("cannot reach Consul at ", 1)[1].partition(": ")[2] or head
+    if "Consul answered " in head:
+        return head.split("Consul answered ", 1)[1]
+    return head
+
+
+def _seconds(delay: float) -> str:
+    return f"{delay:.1f}s" if delay < 10 else f"{delay:.0f}s"
 
 
 def _int(value: str | None) -> int:

@@ -39,16 +39,27 @@ class _Watcher(Protocol):
     def client(self) -> Any: ...
     @property
     def settings(self) -> WatchSettings: ...
+    @property
+    def failing(self) -> dict[str, Any]: ...
     def deliver(self, key: str, value: Any) -> bool: ...
     def fail(self, key: str, error: ConsulError) -> None: ...
+    def query_failed(self, key: str, error: ConsulError) -> None: ...
+    def query_ok(self, key: str) -> None: ...
 
 
 async def _fetch(query: PolledQuery, watcher: _Watcher) -> Any:
     s = watcher.settings
+    key = str(query)
     try:
-        async for attempt in retrying(s):
+        async for attempt in retrying(s, watcher.client.note_retry):
             with attempt:
-                return await query.fetch(watcher.client)
+                try:
+                    value = await query.fetch(watcher.client)
+                except ConsulError as exc:
+                    watcher.query_failed(key, exc)  # per-query state: /health, one log line
+                    raise
+                watcher.query_ok(key)
+                return value
     except RetryError as exc:
         raise gave_up(exc, s) from exc.last_attempt.exception()
     raise AssertionError("unreachable")
@@ -56,6 +67,13 @@ async def _fetch(query: PolledQuery, watcher: _Watcher) -> Any:
 
 async def poll_consul(query: PolledQuery, watcher: _Watcher) -> None:
     """Read a non-blocking Consul endpoint now and every ``query.poll_interval`` seconds."""
+    try:
+        await _poll_consul(query, watcher)
+    finally:  # stopped: its failure state goes with it
+        watcher.failing.pop(str(query), None)
+
+
+async def _poll_consul(query: PolledQuery, watcher: _Watcher) -> None:
     key = str(query)
     s = watcher.settings
     while True:

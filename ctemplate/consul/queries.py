@@ -234,7 +234,7 @@ class KVGetQuery(Query):
     def decode(self, data: Any) -> str | None:
         if not data:
             return None
-        return decode_value(data[0].get("Value"))
+        return decode_value(data[0].get("Value"), data[0].get("Key") or self.key)
 
 
 @dataclass(frozen=True, slots=True)

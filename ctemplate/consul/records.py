@@ -7,9 +7,12 @@ Lists are tuples (sorted where consul-template sorts them); maps are plain dicts
 from __future__ import annotations
 
 import base64
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CARoot",
@@ -229,7 +232,7 @@ class KeyPair:
         return cls(
             Path=path,
             Key=key.lstrip("/"),
-            Value=decode_value(entry.get("Value")),
+            Value=decode_value(entry.get("Value"), path),
             CreateIndex=int(entry.get("CreateIndex") or 0),
             ModifyIndex=int(entry.get("ModifyIndex") or 0),
             LockIndex=int(entry.get("LockIndex") or 0),
@@ -238,11 +241,30 @@ class KeyPair:
         )
 
 
-def decode_value(raw: str | None) -> str:
-    """KV values arrive base64-encoded; bytes that are not UTF-8 become U+FFFD."""
+_WARNED_NOT_UTF8: set[str] = set()  # keys already reported, so each is reported once
+
+
+def decode_value(raw: str | None, key: str = "") -> str:
+    """KV values arrive base64-encoded; bytes that are not UTF-8 become U+FFFD.
+
+    The replacement is reported once per key (naming the key, never the value): a template
+    then renders something other than what was stored.
+    """
     if not raw:
         return ""
-    return base64.b64decode(raw).decode("utf-8", errors="replace")
+    data = base64.b64decode(raw)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if key not in _WARNED_NOT_UTF8:
+            _WARNED_NOT_UTF8.add(key)
+            log.warning(
+                "(consul) KV key %s: value is not UTF-8 text (bad byte at offset %d); "
+                "its invalid bytes render as U+FFFD; store the value as UTF-8 text",
+                key or "(unnamed)",
+                exc.start,
+            )
+        return data.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True, slots=True)

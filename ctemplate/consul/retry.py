@@ -8,6 +8,7 @@ daemon); ``retry_enabled = False`` makes the first failure final, as in consul-t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tenacity import (
@@ -21,7 +22,7 @@ from tenacity import (
 
 from ..errors import ConsulError
 
-__all__ = ["WatchSettings", "gave_up", "retrying"]
+__all__ = ["WatchSettings", "describe", "gave_up", "retrying"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +44,24 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, ConsulError) and exc.transient
 
 
-def retrying(s: WatchSettings) -> AsyncRetrying:
+def describe(s: WatchSettings) -> str:
+    """What happens after a failed request, in words, naming the flag that bounds it (for the
+    warning that starts an outage)."""
+    if not s.retry_enabled:
+        return "not retrying: retries are disabled (-consul-retry=false)"
+    if s.retry_attempts > 0:
+        return f"retrying up to {s.retry_attempts} times with backoff (-consul-retry-attempts)"
+    if s.max_unavailable > 0:
+        return f"retrying with backoff for up to {s.max_unavailable:g}s (-max-unavailable)"
+    return "retrying with backoff"
+
+
+def retrying(
+    s: WatchSettings, on_retry: Callable[[int, float], None] | None = None
+) -> AsyncRetrying:
     """The retry policy of one request: exponential backoff with jitter, stopping only at the
-    configured limits (``retry_attempts``, ``max_unavailable``)."""
+    configured limits (``retry_attempts``, ``max_unavailable``). ``on_retry(attempt, delay)``
+    is called after each failed attempt that will be retried, before the pause."""
     backoff = wait_exponential(multiplier=s.retry_backoff, max=s.retry_max_backoff) + wait_random(
         0, s.retry_backoff
     )
@@ -67,10 +83,16 @@ def retrying(s: WatchSettings) -> AsyncRetrying:
             delay = min(delay, max(0.0, failing_since + s.max_unavailable - time.monotonic()))
         return float(delay)
 
+    def before_sleep(state: RetryCallState) -> None:
+        if on_retry is not None:
+            delay = state.next_action.sleep if state.next_action is not None else 0.0
+            on_retry(state.attempt_number, float(delay))
+
     return AsyncRetrying(
         retry=retry_if_exception(_transient),
         wait=pause,
         stop=give_up,
+        before_sleep=before_sleep,
         reraise=False,
     )
 
@@ -80,9 +102,11 @@ def gave_up(exc: RetryError, s: WatchSettings) -> ConsulError:
     last = exc.last_attempt.exception()
     assert isinstance(last, ConsulError)
     if not s.retry_enabled:
-        limit = "retries are disabled: consul.retry.enabled = false"
+        limit = "not retried: retries are disabled by -consul-retry=false (consul.retry.enabled)"
     elif s.retry_attempts > 0 and exc.last_attempt.attempt_number > s.retry_attempts:
-        limit = f"gave up after {s.retry_attempts} retries"
+        limit = f"gave up after {s.retry_attempts} retries, the limit of -consul-retry-attempts"
+        if s.once:
+            limit += " (12 by default with -once; 0 = retry forever)"
     else:
-        limit = f"gave up after failing for {s.max_unavailable:g}s (max_unavailable)"
-    return ConsulError(f"{last} ({limit})", transient=True)
+        limit = f"gave up after failing for {s.max_unavailable:g}s, the limit of -max-unavailable"
+    return ConsulError(f"{last}; {limit}", transient=True)

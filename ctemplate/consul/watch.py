@@ -30,6 +30,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from tenacity import (
@@ -50,7 +51,7 @@ from .queries import (
 )
 from .retry import WatchSettings, gave_up, retrying
 
-__all__ = ["RESERVED_CONNECTIONS", "WatchSettings", "Watcher"]
+__all__ = ["RESERVED_CONNECTIONS", "QueryFailure", "WatchSettings", "Watcher"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,12 @@ class _Poll:
         self.reported: str | None = None  # the non-transient error last reported
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:  # stopped (no longer needed, or a new plan): its failure state goes with it
+            self.watcher.failing.pop(self.name, None)
+
+    async def _run(self) -> None:
         w = self.watcher
         s = w.settings
         last_start = 0.0
@@ -119,6 +126,7 @@ class _Poll:
                 )
                 self.index = 0
             elif resp.index == self.index and self.blocked:
+                w.query_ok(self.name)
                 continue
             self.index = max(resp.index, 1)
             changes = w.changes
@@ -128,18 +136,17 @@ class _Poll:
                 log.debug("details", exc_info=exc)
                 self.index = 0
                 self.failed = True
-                self._report(
-                    ConsulError(
-                        f"{self.name}: cannot read Consul's answer ({type(exc).__name__}: "
-                        f"{exc}); reading again in {s.retry_max_backoff:g}s",
-                        transient=False,
-                    )
+                error = ConsulError(
+                    f"{self.name}: cannot read Consul's answer ({type(exc).__name__}: "
+                    f"{exc}); reading again in {s.retry_max_backoff:g}s",
+                    transient=False,
                 )
+                w.query_failed(self.name, error)
+                self._report(error)
                 await asyncio.sleep(s.retry_max_backoff)
                 continue
-            if self.reported is not None:
-                log.info("(watch) %s: Consul answers again", self.name)
-                self.reported = None
+            self.reported = None
+            w.query_ok(self.name)
             if s.once and done:
                 return
             if w.changes != changes:
@@ -154,23 +161,29 @@ class _Poll:
         s = self.watcher.settings
         client = self.watcher.client
         try:
-            async for attempt in retrying(s):
+            async for attempt in retrying(s, client.note_retry):
                 with attempt:
                     # After a failure, ask without blocking: a restarted agent holds a query
                     # whose index is ahead of its own for the whole wait.
                     index = 0 if self.failed else self.index
                     self.failed = True  # until this attempt succeeds
                     stale = s.max_stale > 0
-                    resp = await client.get(
-                        self.path, self.params, index=index, wait=s.wait, stale=stale
-                    )
-                    if stale and resp.last_contact > s.max_stale:
-                        log.debug(
-                            "(watch) %s: stale by %.1fs; asking the leader",
-                            self.name,
-                            resp.last_contact,
+                    try:
+                        resp = await client.get(
+                            self.path, self.params, index=index, wait=s.wait, stale=stale
                         )
-                        resp = await client.get(self.path, self.params, index=index, wait=s.wait)
+                        if stale and resp.last_contact > s.max_stale:
+                            log.debug(
+                                "(watch) %s: stale by %.1fs; asking the leader",
+                                self.name,
+                                resp.last_contact,
+                            )
+                            resp = await client.get(
+                                self.path, self.params, index=index, wait=s.wait
+                            )
+                    except ConsulError as exc:
+                        self.watcher.query_failed(self.name, exc)
+                        raise
                     self.failed = False
                     self.blocked = index > 0
                     return resp
@@ -275,8 +288,11 @@ class _Sentinel(_Channel):
     """Service queries of one datacenter, read again only when the catalog says they changed.
 
     Three blocking queries watch the tables every health answer is built from: checks, services
-    and nodes. A changed check names its service (or its node, for node checks); a changed
-    service list names services; anything the sentinel cannot attribute reads every member.
+    and nodes. Every field of a check or node entry is compared, so anything a template can read
+    of them (a node's ``Meta``, a check's ``Output``) leads to a re-read. A changed check names
+    its service (or its node, for node checks: every member); a change of the services or nodes
+    table cannot be attributed (the services list holds only names and tags) and reads every
+    member. Re-reads whose answer equals the cached one are not delivered.
     """
 
     def __init__(
@@ -322,7 +338,7 @@ class _Sentinel(_Channel):
 
     def _on_table(self, table: str) -> _OnAnswer:
         def answer(resp: ConsulResponse) -> bool:
-            summary = _summaries[table](resp.data)
+            summary = _summaries[table](resp)
             before = self._baselines.get(table)
             self._baselines[table] = summary
             if before is None:
@@ -372,20 +388,46 @@ class _Sentinel(_Channel):
 _FAILED = object()
 
 
-def _check_summary(data: Any) -> dict[tuple[str, str], tuple[str, str, str]]:
+# Raft bookkeeping of node entries: no record exposes it.
+_RAFT_FIELDS = frozenset({"CreateIndex", "ModifyIndex"})
+
+
+def _entry(item: Any) -> Any:
+    """Every field of a node entry except its Raft indexes (which no record exposes): whatever
+    a template can read of it (Meta, Datacenter, TaggedAddresses...) is compared (``==`` on
+    the decoded JSON), so a change to any of them leads to a re-read."""
+    if not isinstance(item, dict):
+        return item
+    return {k: v for k, v in item.items() if k not in _RAFT_FIELDS}
+
+
+_CheckSummary = dict[tuple[str, str], tuple[str, int, str, str]]
+
+
+def _check_summary(data: Any) -> _CheckSummary:
+    """Per check: its service, ``ModifyIndex``, status and output.
+
+    Consul moves a check's ``ModifyIndex`` whenever it writes a change to any of its fields
+    (and leaves it alone when a registration repeats it unchanged), so comparing it tells a
+    change of anything a template can read of a check (``Notes``, ``Name``, ``ServiceTags``,
+    ``ModifyIndex`` itself), at a fifth of the cost of comparing whole entries; status and
+    output are compared as well, in case a proxy or a restore reuses an index.
+    """
     return {
         (c.get("Node") or "", c.get("CheckID") or ""): (
-            c.get("Status") or "",
             c.get("ServiceName") or "",
+            c.get("ModifyIndex") or 0,
+            c.get("Status") or "",
             c.get("Output") or "",
         )
         for c in data or ()
+        if isinstance(c, dict)
     }
 
 
 def _checks_changed(
-    before: dict[tuple[str, str], tuple[str, str, str]],
-    after: dict[tuple[str, str], tuple[str, str, str]],
+    before: _CheckSummary,
+    after: _CheckSummary,
     members: Iterable[HealthServiceQuery],
 ) -> set[str]:
     names: set[str] = set()
@@ -393,7 +435,7 @@ def _checks_changed(
         old, new = before.get(k), after.get(k)
         if old == new:
             continue
-        service = (new or old or ("", "", ""))[1]
+        service = (new or old or ("", 0, "", ""))[0]
         if not service:  # a node check (serfHealth, maintenance) concerns every service on it
             return {str(q) for q in members}
         names.add(service)
@@ -401,33 +443,50 @@ def _checks_changed(
 
 
 def _services_changed(
-    before: dict[str, tuple[str, ...]],
-    after: dict[str, tuple[str, ...]],
-    members: Iterable[HealthServiceQuery],
+    before: tuple[int, Any], after: tuple[int, Any], members: Iterable[HealthServiceQuery]
 ) -> set[str]:
-    names = {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
-    if not names:  # the table changed but not its summary (a new port, a new instance)
-        return {str(q) for q in members}
-    return {str(q) for q in members if q.name in names}
+    """Every member, whenever the services table moved.
+
+    ``/v1/catalog/services`` lists names and tags only: a new port, address, ``Meta``, weight
+    or tagged address of an instance moves the table's index without changing the list, and
+    two registrations answered together can change one service's tags and another's port. The
+    list cannot say which services such a change concerns, so all members are read again (an
+    unchanged answer is then not delivered: no render, no write).
+    """
+    if before == after:  # the same index (a read after a failure): nothing changed
+        return set()
+    return {str(q) for q in members}
 
 
 def _nodes_changed(before: Any, after: Any, members: Iterable[HealthServiceQuery]) -> set[str]:
     return {str(q) for q in members} if before != after else set()
 
 
-_summaries: dict[str, Callable[[Any], Any]] = {
-    "checks": _check_summary,
-    "services": lambda data: {k: tuple(sorted(v or ())) for k, v in (data or {}).items()},
-    "nodes": lambda data: sorted(
-        (n.get("Node") or "", n.get("Address") or "", repr(n.get("TaggedAddresses")))
-        for n in data or ()
-    ),
+_summaries: dict[str, Callable[[ConsulResponse], Any]] = {
+    "checks": lambda resp: _check_summary(resp.data),
+    "services": lambda resp: (resp.index, resp.data),
+    "nodes": lambda resp: {
+        (n.get("Node") or "", n.get("ID") or ""): _entry(n)
+        for n in resp.data or ()
+        if isinstance(n, dict)
+    },
 }
 _changed: dict[str, Callable[[Any, Any, Iterable[HealthServiceQuery]], set[str]]] = {
     "checks": _checks_changed,
     "services": _services_changed,
     "nodes": _nodes_changed,
 }
+
+
+@dataclass(slots=True)
+class QueryFailure:
+    """The current failure streak of one query (or of a loop serving several)."""
+
+    error: str  # the latest error's message
+    since: float  # time.monotonic() of the first failure of the streak
+    count: int = 1  # failed requests in the streak
+    logged: bool = False  # its start was logged: its end will be
+    member: bool = False  # a query read by a sentinel (keyed by the query, not by a loop)
 
 
 class Watcher:
@@ -457,6 +516,8 @@ class Watcher:
         self._settled = asyncio.Event()
         self._on_change = on_change
         self._on_error = on_error
+        # Loops and queries whose last request failed, by name: /health lists them.
+        self.failing: dict[str, QueryFailure] = {}
 
     @property
     def dedicated_limit(self) -> int:
@@ -497,6 +558,9 @@ class Watcher:
         for key in list(self._decoders):
             if key not in wanted:
                 del self._decoders[key]
+        for key, failure in list(self.failing.items()):
+            if failure.member and key not in wanted:
+                del self.failing[key]
 
     def _apply(self, p: Plan) -> None:
         dedicated = {str(q): q for q in p.dedicated}
@@ -538,9 +602,14 @@ class Watcher:
         """One non-blocking read with the retry policy; ``_FAILED`` after reporting an error."""
         s = self.settings
         try:
-            async for attempt in retrying(s):
+            async for attempt in retrying(s, self.client.note_retry):
                 with attempt:
-                    resp = await self.client.get(path, params, stale=s.max_stale > 0)
+                    try:
+                        resp = await self.client.get(path, params, stale=s.max_stale > 0)
+                    except ConsulError as exc:
+                        self.query_failed(name, exc, member=True)
+                        raise
+                    self.query_ok(name)
                     return resp.data
         except RetryError as exc:
             self.fail(name, gave_up(exc, s))
@@ -579,6 +648,43 @@ class Watcher:
 
     def fail(self, key: str, error: ConsulError) -> None:
         self._on_error(key, error)
+
+    def query_failed(self, key: str, error: ConsulError, *, member: bool = False) -> None:
+        """Note that a request of ``key`` (a query, or a loop serving several) failed.
+
+        Each query has its own failure state, so one that keeps failing while the others
+        succeed (a datacenter that is gone, a 403, an answer that trickles) is logged once when
+        it starts failing and once when it recovers, and shows on ``/health``; it does not touch
+        the client's "reachable" state. While the agent cannot be reached at all, the client
+        logs the outage once and the queries say nothing more.
+        """
+        failure = self.failing.get(key)
+        if failure is None:
+            failure = self.failing[key] = QueryFailure(str(error), time.monotonic(), member=member)
+        else:
+            failure.error = str(error)
+            failure.count += 1
+        if failure.logged:
+            return
+        if not error.transient:  # reported once by the loop (on_error), retried slowly
+            failure.logged = True
+        elif self.client.available:
+            failure.logged = True
+            log.warning(
+                "(watch) %s: %s; retrying with backoff, keeping the last good files", key, error
+            )
+
+    def query_ok(self, key: str) -> None:
+        """A request of ``key`` succeeded: it is no longer failing."""
+        failure = self.failing.pop(key, None) if self.failing else None
+        if failure is not None and failure.logged:
+            log.info(
+                "(watch) %s: Consul answers again after %.1fs (%d failed request%s)",
+                key,
+                time.monotonic() - failure.since,
+                failure.count,
+                "" if failure.count == 1 else "s",
+            )
 
     def settle(self) -> None:
         """Called by the runner once it has written what the delivered changes affect."""

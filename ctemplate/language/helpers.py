@@ -46,8 +46,17 @@ def _text(value: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A value as an error message shows it: its kind and size, never its content. The value
+    may come from Consul's KV store (a password, a key) and messages reach the log and
+    /health; the message's file and line say which value it is."""
+    if isinstance(value, str | bytes):
+        n = len(value)
+        kind = "string" if isinstance(value, str) else "byte string"
+        return f"a {kind} of {n} character{'' if n == 1 else 's'}" if n else f"an empty {kind}"
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    article = "an" if type(value).__name__[:1] in "aeiou" else "a"
+    return f"{article} {type(value).__name__}"
 
 
 # --- plain data (for toJSON, toYAML, toTOML) ----------------------------------------------------
@@ -130,7 +139,7 @@ def parse_json(text: Any) -> Any:
     if text == "":
         return {}
     try:
-        return json.loads(text)
+        return _key_order(json.loads(text))
     except json.JSONDecodeError as exc:
         raise _fail("parseJSON", f"not JSON: {exc}") from None
 
@@ -143,9 +152,13 @@ def parse_yaml(text: Any) -> Any:
     if text == "":
         return {}
     try:
-        return yaml.safe_load(text)
+        return _key_order(yaml.safe_load(text))
     except yaml.YAMLError as exc:
-        raise _fail("parseYAML", f"not YAML: {' '.join(str(exc).split())}") from None
+        # Not str(exc): it quotes the offending line of the document.
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise _fail("parseYAML", f"not YAML: {problem}{where}") from None
 
 
 def to_yaml(value: Any) -> str:
@@ -390,7 +403,7 @@ def _regex(name: str, pattern: Any) -> re.Pattern[str]:
     try:
         return re.compile(_text(pattern))
     except re.error as exc:
-        raise _fail(name, f"bad regular expression {_short(pattern)}: {exc}") from None
+        raise _fail(name, f"bad regular expression: {exc}") from None
 
 
 _GO_GROUP = re.compile(r"\$(?:\{([^}]*)\}|([A-Za-z0-9_]+)|(\$))")
@@ -701,7 +714,7 @@ def _explode_into(out: dict[str, Any], key: str, value: Any, full: str, name: st
         return
     nested = out.setdefault(top, {})
     if not isinstance(nested, dict):
-        raise _fail(name, f"not a map: {full!r}: {top!r} already has value {nested!r}")
+        raise _fail(name, f"not a map: {full!r}: {top!r} already has a value")
     _explode_into(nested, rest, value, full, name)
 
 
@@ -733,18 +746,28 @@ def _merge(base: Mapping[str, Any], other: Mapping[str, Any], *, override: bool)
     return out
 
 
+def _key_order(value: Any) -> Any:
+    """Maps (at every depth) with their keys in sorted order, as Go ranges over maps: the
+    order a map returned by a helper iterates and prints in."""
+    if isinstance(value, dict):
+        return {k: _key_order(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [_key_order(v) for v in value]
+    return value
+
+
 def merge_map(base: Any, other: Any) -> dict[str, Any]:
     """``base | mergeMap(other)``: ``base`` with the keys only ``other`` has (deep)."""
     if not isinstance(base, Mapping) or not isinstance(other, Mapping):
         raise _fail("mergeMap", "needs two maps")
-    return _merge(base, other, override=False)
+    return _key_order(_merge(base, other, override=False))  # type: ignore[no-any-return]
 
 
 def merge_map_with_override(base: Any, other: Any) -> dict[str, Any]:
     """``base | mergeMapWithOverride(other)``: ``base`` updated with ``other`` (deep)."""
     if not isinstance(base, Mapping) or not isinstance(other, Mapping):
         raise _fail("mergeMapWithOverride", "needs two maps")
-    return _merge(base, other, override=True)
+    return _key_order(_merge(base, other, override=True))  # type: ignore[no-any-return]
 
 
 # --- the helpers, by consul-template's name (bound by .registry) --------------------------------

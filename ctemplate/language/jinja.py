@@ -1,4 +1,8 @@
-"""The Jinja front end: one Jinja environment binding the function registry.
+"""The Jinja front end: one sandboxed Jinja environment binding the function registry.
+
+Templates are untrusted: they run in :class:`.sandbox.SandboxedEnvironment`, so no attribute
+starting with ``_`` and no Python internal is reachable (``{{ env.__globals__ }}`` fails naming
+the file and line), and ``function_denylist`` cannot be walked around through another helper.
 
 Every function of :mod:`.registry` is a Jinja function; those with a subject are filters too
 (subject first). Executions follow :mod:`.execution` ("execute to discover").
@@ -30,6 +34,7 @@ from ..errors import CtemplateError, TemplateError
 from ..paths import check_sandbox
 from .execution import Execution, Options, Pass, current
 from .registry import REGISTRY
+from .sandbox import SandboxedEnvironment
 
 __all__ = ["FILTERS", "GLOBALS", "CompiledTemplate", "Execution", "TemplateEngine"]
 
@@ -64,6 +69,9 @@ class _Undefined(StrictUndefined):
     __slots__ = ()
 
     def _fail_with_undefined_error(self, *args: Any, **kwargs: Any) -> NoReturn:
+        if self._undefined_exception is not jinja2.UndefinedError:
+            # The sandbox refused an attribute (SecurityError): its message says so.
+            raise self._undefined_exception(self._undefined_message)
         obj = self._undefined_obj
         name = self._undefined_name
         if obj is jinja2.utils.missing or name is None:
@@ -97,7 +105,11 @@ class _MissingKeyIsEmpty(_Undefined):
     __slots__ = ()
 
     def _soft(self) -> bool:
-        return isinstance(self._undefined_obj, Mapping) and self._undefined_name is not None
+        return (
+            isinstance(self._undefined_obj, Mapping)
+            and self._undefined_name is not None
+            and self._undefined_exception is jinja2.UndefinedError
+        )
 
     def __str__(self) -> str:  # type: ignore[override]
         return "" if self._soft() else self._fail_with_undefined_error()
@@ -122,6 +134,31 @@ class _MissingKeyIsEmpty(_Undefined):
 
     def __hash__(self) -> int:  # type: ignore[override]
         return id(type(self)) if self._soft() else self._fail_with_undefined_error()
+
+    # A lookup through a missing map key (``cfg.missing.port``) is as empty as the key itself.
+    def __getattr__(self, name: str) -> Any:
+        if name[:2] == "__":
+            raise AttributeError(name)
+        return self if self._soft() else self._fail_with_undefined_error()
+
+    def __getitem__(self, key: Any) -> Any:
+        return self if self._soft() else self._fail_with_undefined_error()
+
+
+def _printable(value: Any) -> Any:
+    """A list or map as ``{{ }}`` prints it: every list (tuples too) as a list, every map with
+    its keys in sorted order, at every depth, so ``datacenters()`` prints like ``split``."""
+    if isinstance(value, tuple | list):
+        return [_printable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _printable(value[k]) for k in sorted(value, key=str)}
+    return value
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, str):  # nearly every printed value: the cheap check first
+        return value
+    return _printable(value) if isinstance(value, tuple | list | Mapping) else value
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -254,18 +291,20 @@ class _Loader(jinja2.FileSystemLoader):
 
 
 class TemplateEngine:
-    """One Jinja environment with the helpers registered once; each template uses an overlay of
-    it with its own delimiters, loader and options."""
+    """One sandboxed Jinja environment (:mod:`.sandbox`: no ``_`` or internal attribute reaches
+    a template) with the helpers registered once; each template uses an overlay of it with its
+    own delimiters, loader and options."""
 
     def __init__(self, config: Config) -> None:
         self._config = config
-        self.env = jinja2.Environment(
+        self.env = SandboxedEnvironment(
             undefined=_MissingKeyIsEmpty,
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,
             autoescape=False,
             extensions=["jinja2.ext.do", "jinja2.ext.loopcontrols"],
+            finalize=_finalize,
         )
         self.env.globals.update(GLOBALS)
         self.env.filters.update(FILTERS)

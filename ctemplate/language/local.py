@@ -14,6 +14,7 @@ import grp
 import os
 import pwd
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -21,7 +22,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import TemplateError
+from ..errors import RenderError, TemplateError
+from ..output import write
 from ..paths import SandboxError, call, check_sandbox
 
 __all__ = [
@@ -364,34 +366,87 @@ def write_to_file(
 ) -> str:
     """Write (or append) ``content`` to ``path``; returns ``""`` so it can sit in a template.
 
-    Parent directories are created. The file itself must not be a symlink (it is opened with
-    ``O_NOFOLLOW``); with a sandbox, the parent directory's real path must be inside it.
+    The path comes from a template (maybe from KV data), so it gets the strictest form of the
+    symlink rule (:mod:`ctemplate.output.write`): neither the file nor its parent directory may
+    be a symlink, other links in the path must be root's or ctemplate's own, and with a sandbox
+    the directory actually opened must be inside it. A write replaces the file atomically (a
+    temporary file beside it, fsynced, renamed over it), so a full disk leaves the previous
+    content whole; unchanged content is not rewritten. ``append`` adds to the file in place
+    (``O_APPEND``, never through a symlink). A rewritten file keeps its owner and mode unless
+    ``user``, ``group`` or ``perms`` say otherwise; ``chown`` comes before ``chmod`` so a
+    setuid or setgid bit in ``perms`` stays.
     """
     target = str(path)
     what = call("writeToFile", target)
     if not target:
         raise TemplateError("writeToFile: the path is empty")
     mode = _perms(perms)
-    parent = os.path.dirname(os.path.abspath(target))
+    uid = _uid(user) if user not in (None, "") else -1
+    gid = _gid(group) if group not in (None, "") else -1
+    directory, name = os.path.split(os.path.abspath(target))
+    if not name or target.endswith(os.sep):
+        raise TemplateError(f"{what}: the path names a directory; name a file")
     if sandbox:
-        check_sandbox(parent, sandbox, what="writeToFile", shown=target)
+        check_sandbox(directory, sandbox, what="writeToFile", shown=target)
+    text = str(content) + ("\n" if newline else "")
+    data = text.encode("utf-8", "surrogateescape")
     try:
-        os.makedirs(parent, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        flags |= os.O_APPEND if append else os.O_TRUNC
-        fd = os.open(target, flags, 0o644 if mode is None else mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(str(content))
-            if newline:
-                f.write("\n")
-            if user not in (None, "") or group not in (None, ""):
-                uid = _uid(user) if user not in (None, "") else -1
-                gid = _gid(group) if group not in (None, "") else -1
-                os.fchown(f.fileno(), uid, gid)
-            if mode is not None:
-                os.fchmod(f.fileno(), mode)
+        dir_fd = write.open_directory(directory, what, create=True, refuse_link=True)
+    except RenderError as exc:
+        raise TemplateError(str(exc)) from None
+    try:
+        if sandbox:
+            check_sandbox(
+                write.real_directory(dir_fd, directory), sandbox, what="writeToFile", shown=target
+            )
+        if append:
+            _append(dir_fd, name, data, mode, uid, gid, what)
+            return ""
+        current = write.read_current(dir_fd, name, what)
+        if current.link is not None:
+            raise TemplateError(f"{what}: the file is a symlink; refusing to follow it")
+        st = current.stat
+        new_mode = mode if mode is not None else (stat.S_IMODE(st.st_mode) if st else 0o644)
+        owner = (
+            uid if uid != -1 else (st.st_uid if st else os.geteuid()),
+            gid if gid != -1 else (st.st_gid if st else os.getegid()),
+        )
+        if (
+            st is not None
+            and current.data == data
+            and stat.S_IMODE(st.st_mode) == new_mode
+            and (st.st_uid, st.st_gid) == owner
+        ):
+            return ""  # nothing to change: the file keeps its time stamps
+        write.install(dir_fd, directory, name, data, shown=what, mode=new_mode, owner=owner)
+    except RenderError as exc:
+        raise TemplateError(str(exc)) from None
+    finally:
+        os.close(dir_fd)
+    return ""
+
+
+def _append(
+    dir_fd: int, name: str, data: bytes, mode: int | None, uid: int, gid: int, what: str
+) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, 0o644 if mode is None else mode, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
             raise TemplateError(f"{what}: the file is a symlink; refusing to follow it") from None
         raise TemplateError(f"{what}: {exc.strerror}") from None
-    return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TemplateError(f"{what}: not a regular file; name a file")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if uid != -1 or gid != -1:
+            os.fchown(fd, uid, gid)
+        if mode is not None:
+            os.fchmod(fd, mode)  # after fchown, which clears setuid/setgid
+    except OSError as exc:
+        raise TemplateError(f"{what}: {exc.strerror}") from None
+    finally:
+        os.close(fd)

@@ -317,8 +317,8 @@ async def _fire(values: dict[str, Any], payload: bytes, config: Config) -> int:
     if values.get("datacenter"):
         params["dc"] = values["datacenter"]
     try:
-        answer = await client.put(
-            f"/v1/event/fire/{quote(values['name'], safe='')}", params, payload
+        _status, answer = await client.write(
+            "PUT", f"/v1/event/fire/{quote(values['name'], safe='')}", params, content=payload
         )
     finally:
         await client.aclose()

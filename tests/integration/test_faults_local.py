@@ -306,6 +306,6 @@ def test_once_timeout_when_consul_is_down(consul_agent_factory, tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "ctemplate: error: -once-timeout: gave up after 1s; still waiting for out "
         "(kv.block(app/a)); Consul is unreachable: GET /v1/kv/app/a: cannot reach Consul at "
-        f"http://{address}: All connection attempts failed; is the agent running? (set "
+        f"http://{address}: connection refused; is the agent running? (set "
         "-consul-addr or CONSUL_HTTP_ADDR)"
     )

@@ -174,3 +174,82 @@ def test_only_templates_whose_inputs_changed_are_rendered(consul, unique, tmp_pa
         time.sleep(0.3)
         # b was not even executed again: no "unchanged" line for it.
         assert ct.log().count("b.out: unchanged") == before
+
+
+def test_health_sentinel_follows_every_field_a_template_reads(consul, unique, tmp_path):
+    """Promise: nothing silently stale. With 32 service queries under the default budget of 32
+    connections the health sentinel serves them, and a change to any field a template reads
+    (a node's Meta, a service's Meta, a check's Output) is rendered: the sentinel compares every
+    field of the nodes and checks tables, not only names and addresses."""
+    names = [f"{unique}-m{i:02d}" for i in range(32)]
+
+    def register(i: int, version: str = "1") -> None:
+        consul.register_external(
+            f"{unique}-node{i % 2}",
+            f"127.0.3.{i % 2 + 1}",
+            names[i],
+            service_id=names[i],
+            port=9100 + i,
+            meta={"version": version},
+            node_meta={"rack": "r1"},
+            checks=[_check(names[i], "passing")],
+        )
+
+    for i in range(32):
+        register(i)
+    src = tmp_path / "t.tmpl"
+    src.write_text(
+        "".join(
+            f'{{% for i in service("{n}") %}}{{{{ i.Name }}}} rack={{{{ i.NodeMeta["rack"] }}}}'
+            f' v={{{{ i.ServiceMeta["version"] }}}}'
+            f" out={{{{ i.Checks[0].Output }}}}\n{{% endfor %}}"
+            for n in names
+        )
+    )
+    dest = tmp_path / "out"
+
+    def lines(rack0: str = "r1", version5: str = "1", out7: str = "") -> str:
+        return "".join(
+            f"{n} rack={rack0 if i % 2 == 0 else 'r1'} v={version5 if i == 5 else '1'}"
+            f" out={out7 if i == 7 else ''}\n"
+            for i, n in enumerate(names)
+        )
+
+    args = ["-consul-addr", consul.http_addr, "-template", f"{src}:{dest}", "-log-level", "debug"]
+    with Daemon(args) as ct:
+        wait_for(lambda: read(dest) == lines(), what="first render", log=ct.log())
+        assert "1 health sentinels" in ct.log(), ct.log()
+
+        # Only the node's Meta changes (a catalog registration of the node alone).
+        consul.request(
+            "PUT",
+            "/v1/catalog/register",
+            json={
+                "Node": f"{unique}-node0",
+                "Address": "127.0.3.1",
+                "NodeMeta": {"rack": "r2"},
+            },
+        ).raise_for_status()
+        wait_for(lambda: read(dest) == lines("r2"), what="node Meta", log=ct.log())
+
+        register(5, version="2")  # only the service's Meta changes
+        wait_for(lambda: read(dest) == lines("r2", "2"), what="service Meta", log=ct.log())
+
+        # Only the check's Output changes (its status stays passing).
+        consul.request(
+            "PUT",
+            "/v1/catalog/register",
+            json={
+                "Node": f"{unique}-node1",
+                "Address": "127.0.3.2",
+                "NodeMeta": {"rack": "r1"},
+                "Check": {**_check(names[7], "passing"), "Output": "HTTP 200 OK"},
+            },
+        ).raise_for_status()
+        wait_for(
+            lambda: read(dest) == lines("r2", "2", "HTTP 200 OK"),
+            what="check Output",
+            log=ct.log(),
+        )
+    for i in range(2):
+        consul.deregister_external(f"{unique}-node{i}")

@@ -57,7 +57,10 @@ def test_health_and_metrics_follow_the_daemon(consul_agent_factory, tmp_path: Pa
         f'consul {{\n  address = "{agent.http_addr}"\n'
         '  retry {\n    backoff = "50ms"\n    max_backoff = "200ms"\n  }\n}\n'
         f'template {{\n  source = "{good}"\n  destination = "{good_out}"\n'
-        '  command = "echo broken >&2; exit 3"\n}\n'
+        # Fails the first time only: the template is degraded until a command succeeds.
+        f'  command = "test -e {tmp_path}/ran || '
+        f'{{ touch {tmp_path}/ran; echo broken >&2; exit 3; }}"\n'
+        "}\n"
         f'template {{\n  source = "{waiting}"\n  destination = "{waiting_out}"\n}}\n'
     )
     addr = f"127.0.0.1:{free_port()}"
@@ -70,13 +73,16 @@ def test_health_and_metrics_follow_the_daemon(consul_agent_factory, tmp_path: Pa
             "address": f"http://{agent.http_addr}",
             "reachable": True,
             "error": None,
+            "failing_queries": [],
         }
         first, second = doc["templates"]
         assert (first["destination"], first["state"], first["error"]) == (
             str(good_out),
-            "rendered",
+            "degraded",
             None,
         )
+        assert first["command_error"].startswith(f"{good_out}: command 'test -e "), first
+        assert " exited with status 3: broken (at 20" in first["command_error"], first
         assert isinstance(first["last_rendered"], float)
         assert (second["state"], second["waiting_for"], second["last_rendered"]) == (
             "waiting",
@@ -91,12 +97,13 @@ def test_health_and_metrics_follow_the_daemon(consul_agent_factory, tmp_path: Pa
             f'ctemplate_template_renders_total{{destination="{good_out}"}} 1',
             f'ctemplate_command_runs_total{{destination="{good_out}"}} 1',
             f'ctemplate_command_failures_total{{destination="{good_out}"}} 1',
-            f'ctemplate_template_state{{destination="{good_out}",state="rendered"}} 1',
+            f'ctemplate_template_state{{destination="{good_out}",state="degraded"}} 1',
             f'ctemplate_template_state{{destination="{waiting_out}",state="waiting"}} 1',
             f'ctemplate_template_renders_total{{destination="{waiting_out}"}} 0',
         } <= lines, sorted(lines)
 
         agent.put_kv("app/y", "2")
+        agent.put_kv("app/x", "3")  # the command runs again, and succeeds
         wait_for(lambda: read(waiting_out) == "y=2\n", what="second file", log=ct.log())
         # The state is updated just after the rename that makes the file visible.
         wait_for(lambda: _health(addr)[0] == 200, timeout=2, what="health 200", log=ct.log())
@@ -117,7 +124,7 @@ def test_health_and_metrics_follow_the_daemon(consul_agent_factory, tmp_path: Pa
         assert int(failures.split()[1]) >= 1
         assert _get(addr, "/nope")[0] == 404
         assert ct.proc.poll() is None
-    assert read(good_out) == "x=1\n" and read(waiting_out) == "y=2\n"
+    assert read(good_out) == "x=3\n" and read(waiting_out) == "y=2\n"
 
 
 def test_status_address_in_use_is_a_clear_error(consul, tmp_path: Path):

@@ -437,7 +437,8 @@ def test_daemon_keeps_last_good_output_and_follows_files(seeded, tmp_path):
         )
         line = next(ln for ln in daemon.log().splitlines() if "is not a whole number" in ln)
         assert line.endswith(
-            f"{src}:1: parseInt: 'eighty' is not a whole number; keeping the last good {dest}"
+            f"{src}:1: parseInt: a string of 6 characters is not a whole number; keeping the "
+            f"last good {dest}"
         )
         assert read(dest) == "port 80 file one safe 1\n"
         seeded.put_kv(key, "81")

@@ -135,7 +135,7 @@ DATA = {"kv.list(app/)": PAIRS, "health.service(web|passing)": SERVICES}
         ('{{ {"a/b": 1, "a/c": 2, "d": 3} | explodeMap }}', "{'a': {'b': 1, 'c': 2}, 'd': 3}"),
         (
             '{{ {"a": 1, "n": {"x": 1}} | mergeMap({"a": 2, "b": 3, "n": {"x": 2, "y": 2}}) }}',
-            "{'a': 1, 'n': {'x': 1, 'y': 2}, 'b': 3}",
+            "{'a': 1, 'b': 3, 'n': {'x': 1, 'y': 2}}",
         ),
         ('{{ {"a": 1} | mergeMapWithOverride({"a": 2, "b": 3}) }}', "{'a': 2, 'b': 3}"),
     ],
@@ -231,38 +231,49 @@ def test_grouping_helpers(template, expected, tmp_path):
 @pytest.mark.parametrize(
     ("template", "message"),
     [
-        ('{{ "3" | add(1) }}', "add: '3' is not a number (convert it with parseInt or parseFloat)"),
+        (
+            '{{ "3" | add(1) }}',
+            "add: a string of 1 character is not a number (convert it with parseInt or parseFloat)",
+        ),
         ("{{ 1 | divide(0) }}", "divide: division by zero"),
         ("{{ 1.5 | modulo(1) }}", "modulo: needs two whole numbers"),
         ('{{ "x" | indent(-1) }}', "indent: indent value must be a positive integer"),
-        ('{{ "yes" | parseBool }}', "parseBool: 'yes' is not a boolean (true/false, 1/0, t/f)"),
-        ('{{ "1.5" | parseInt }}', "parseInt: '1.5' is not a whole number"),
-        ('{{ "-1" | parseUint }}', "parseUint: '-1' is not a whole number >= 0"),
+        (
+            '{{ "yes" | parseBool }}',
+            "parseBool: a string of 3 characters is not a boolean (true/false, 1/0, t/f)",
+        ),
+        ('{{ "1.5" | parseInt }}', "parseInt: a string of 3 characters is not a whole number"),
+        (
+            '{{ "-1" | parseUint }}',
+            "parseUint: a string of 2 characters is not a whole number >= 0",
+        ),
         (
             '{{ "99999999999999999999" | parseInt }}',
-            "parseInt: '99999999999999999999' is out of range",
+            "parseInt: a string of 20 characters is out of range",
         ),
-        ('{{ "1,5" | parseFloat }}', "parseFloat: '1,5' is not a number"),
+        ('{{ "1,5" | parseFloat }}', "parseFloat: a string of 3 characters is not a number"),
         (
             '{{ "{" | parseJSON }}',
             "parseJSON: not JSON: Expecting property name enclosed in double quotes: "
             "line 1 column 2 (char 1)",
         ),
-        ('{{ "%%%" | base64Decode }}', "base64Decode: '%%%' is not valid base64"),
+        (
+            '{{ "%%%" | base64Decode }}',
+            "base64Decode: a string of 3 characters is not valid base64",
+        ),
         (
             '{{ "x" | regexMatch("(") }}',
-            "regexMatch: bad regular expression '(': missing ), "
-            "unterminated subpattern at position 0",
+            "regexMatch: bad regular expression: missing ), unterminated subpattern at position 0",
         ),
         (
             '{{ ["a"] | containsAll("a") }}',
-            "containsAll: the values to look for must be a list, got 'a'",
+            "containsAll: the values to look for must be a list, got a string of 1 character",
         ),
         ("{{ [1, 2] | toTOML }}", "toTOML: needs a map, got list"),
         ("{{ [1] | explodeMap }}", "explodeMap: needs a map, got list"),
         (
             '{{ {"a": 1, "a/b": 2} | explodeMap }}',
-            "explodeMap: not a map: 'a/b': 'a' already has value 1",
+            "explodeMap: not a map: 'a/b': 'a' already has a value",
         ),
         ("{{ loop(1, 2, 3) }}", "loop: expected 1 or 2 arguments, got 3"),
         ('{{ "x" | byTag }}', "byTag: needs a list of services, got str"),

@@ -28,14 +28,26 @@ class FakeWatcher:
         self.delivered.append((key, value))
         return True
 
+    failing: dict[str, Any] = field(default_factory=dict)
+
     def fail(self, key: str, error: ConsulError) -> None:
         self.failed.append((key, error))
+
+    def query_failed(self, key: str, error: ConsulError) -> None:
+        self.failing[key] = str(error)
+
+    def query_ok(self, key: str) -> None:
+        self.failing.pop(key, None)
 
 
 class FakeClient:
     def __init__(self, answers: list[Any]) -> None:
         self.answers = answers
         self.calls: list[tuple[str, dict[str, str] | None]] = []
+        self.retries: list[int] = []
+
+    def note_retry(self, attempt: int, delay: float) -> None:
+        self.retries.append(attempt)
 
     async def get(self, path: str, params: dict[str, str] | None = None, **_: Any) -> Any:
         self.calls.append((path, params))
@@ -84,7 +96,8 @@ async def test_transient_failures_are_retried_then_reported():
     assert len(client.calls) == 3
     ((key, error),) = watcher.failed
     assert key == "catalog.datacenters"
-    assert str(error) == f"{down} (gave up after 2 retries)"
+    assert str(error) == f"{down}; gave up after 2 retries, the limit of -consul-retry-attempts"
+    assert client.retries == [1, 2]
 
 
 async def test_files_are_delivered_again_when_they_change(tmp_path, monkeypatch):
