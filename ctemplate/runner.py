@@ -209,6 +209,8 @@ class Runner:
         )
         # Each watch block holds one long poll: the templates plan within what is left.
         watches = () if config.once else config.watches
+        if config.once and config.watches:
+            log.info("(watch) watch blocks do not run with -once")
         budget = replace(settings, max_connections=max(1, settings.max_connections - len(watches)))
         self._watcher = Watcher(self._client, budget, self._on_change, self._on_watch_error)
         if watches and budget.max_connections - RESERVED_CONNECTIONS < 1:
