@@ -298,7 +298,7 @@ class WatchLoop:
                 try:
                     resp = await self._fetch(0 if failed else send)
                 except ConsulError as exc:
-                    if exc.transient:
+                    if exc.transient or self.handler is None:  # a limit, or printing once
                         raise
                     failed = True
                     self.stats.last_error = str(exc)

@@ -640,3 +640,14 @@ def test_sigterm_stops_the_watch_and_its_running_handler(
         wait_for(lambda: not _alive(pid), timeout=5, what="the handler's child gone")
     finally:
         w.stop()
+
+
+def test_unknown_datacenter_is_one_line_and_exit_14_when_printing(consul: ConsulAgent) -> None:
+    result = run_ctemplate(
+        ["watch", "-http-addr", consul.http_addr, "-type", "services", "-datacenter", "nope"]
+    )
+    assert result.returncode == 14
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(
+        'ctemplate: error: GET /v1/catalog/services: unknown datacenter "nope"'
+    )
