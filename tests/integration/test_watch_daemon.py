@@ -219,3 +219,58 @@ def test_failing_http_handler_is_counted_and_the_watch_goes_on(
             assert "answered 500" in daemon.log()
     finally:
         failing.close()
+
+
+def test_a_watch_token_of_its_own_is_sent_and_never_shown(
+    consul_agent_factory: Any, tmp_path: Path
+) -> None:
+    """The daemon's token is unknown to the agent (403 for everything); a watch with a token of its
+    own runs, the other is refused and says so, and neither token is ever shown."""
+    master = "5e3b1c2a-0000-4000-8000-00000000beef"
+    unknown = "3d5c1a8e-dead-beef-0000-5ecre7t0ken1"
+    agent = consul_agent_factory(
+        extra_args=[
+            "-hcl",
+            f'acl {{ enabled = true default_policy = "allow" tokens {{ master = "{master}" }} }}',
+        ]
+    )
+    resp = agent.request("PUT", "/v1/kv/acl/k", content=b"v", headers={"X-Consul-Token": master})
+    assert resp.status_code == 200, resp.text
+    out, denied = tmp_path / "out", tmp_path / "denied"
+    status = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "ct.hcl"
+    config.write_text(
+        f"""
+consul {{
+  address = "{agent.http_addr}"
+  token   = "{unknown}"
+}}
+status_address = "{status}"
+watch {{
+  type  = "key"
+  key   = "acl/k"
+  token = "{master}"
+  args  = ["sh", "-c", "cat > {out}"]
+}}
+watch {{
+  type = "key"
+  key  = "acl/k"
+  args = ["sh", "-c", "cat > {denied}"]
+}}
+"""
+    )
+    with Daemon(["-config", str(config), "-log-level", "trace"]) as daemon:
+        wait_for(lambda: out.exists() and out.read_text(), what="the run with the token",
+                 log=daemon.log())  # fmt: skip
+        assert json.loads(out.read_text())["Key"] == "acl/k"
+
+        def second_error() -> str:
+            doc = httpx.get(f"http://{status}/health").json()
+            return str(doc["watches"][1]["error"] or "")
+
+        wait_for(lambda: "403" in second_error(), what="the refusal", log=daemon.log())
+        assert "check the ACL token" in second_error()
+        assert not denied.exists()
+        shown = daemon.log() + httpx.get(f"http://{status}/health").text
+        shown += httpx.get(f"http://{status}/metrics").text
+        assert master not in shown and unknown not in shown
