@@ -792,6 +792,11 @@ class Runner:
         client = self._client
         if client is not None and not client.available and client.last_error:
             message += f"; Consul is unreachable: {client.last_error}"
+        elif self._watcher is not None and self._watcher.failing:
+            # The agent answers, but not these queries (a datacenter that is gone, a 403...).
+            message += "; failing: " + "; ".join(
+                f"{key}: {f.error}" for key, f in sorted(self._watcher.failing.items())
+            )
         return CtemplateError(message)
 
     # --- reloads --------------------------------------------------------------------------

@@ -504,9 +504,10 @@ def check_consul_address(value: str, *, where: str) -> None:
     rather than failing later as an invalid URL."""
     text = value.strip()
     lower = text.lower()
+    prefix = ""
     for scheme in ("https://", "http://"):
         if lower.startswith(scheme):
-            text = text[len(scheme) :]
+            prefix, text = text[: len(scheme)], text[len(scheme) :]
             break
     else:
         if "://" in text:
@@ -515,6 +516,12 @@ def check_consul_address(value: str, *, where: str) -> None:
                 f"{where}: {_quote(value)}: the scheme {scheme}:// is not supported; "
                 f"write {_ADDRESS_FORMS}"
             )
+    # user:password@ becomes basic auth (_split_userinfo): checked and shown without it, so no
+    # message carries the password.
+    _userinfo, at, host_part = text.rpartition("@")
+    if at:
+        text = host_part
+        value = prefix + host_part
     text = text.rstrip("/")
     if text.startswith("["):  # [IPv6]:port
         host, close, rest = text[1:].partition("]")

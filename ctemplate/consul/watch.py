@@ -288,8 +288,9 @@ class _Sentinel(_Channel):
     """Service queries of one datacenter, read again only when the catalog says they changed.
 
     Three blocking queries watch the tables every health answer is built from: checks, services
-    and nodes. Every field of a check or node entry is compared, so anything a template can read
-    of them (a node's ``Meta``, a check's ``Output``) leads to a re-read. A changed check names
+    and nodes. Every field of a node entry, and each check's ``ModifyIndex`` (which Consul moves
+    on any change to the check), are compared, so anything a template can read of them (a
+    node's ``Meta``, a check's ``Notes``) leads to a re-read. A changed check names
     its service (or its node, for node checks: every member); a change of the services or nodes
     table cannot be attributed (the services list holds only names and tags) and reads every
     member. Re-reads whose answer equals the cached one are not delivered.

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from consul_harness import free_port
-from ctemplate_proc import Daemon, read, wait_for
+from ctemplate_proc import Daemon, read, run_ctemplate, wait_for
 from fault_proxy import FaultProxy
 
 
@@ -82,14 +82,36 @@ def test_one_failing_query_is_named_and_logged_once(consul, unique, tmp_path):
     assert doc["consul"]["reachable"] is True, doc
     (failing,) = doc["consul"]["failing_queries"]
     assert failing["query"] == "health.service(web@dc9|passing)", doc
-    assert failing["error"].startswith("GET /v1/health/service/web: Consul answered 500"), doc
-    assert "dc9" in failing["error"] or "datacenter" in failing["error"], doc
-    assert failing["failures"] >= 5, doc
-    assert log.count("[WARN]") == 1, log
-    assert "[WARN] (watch) health.service(web@dc9|passing): GET /v1/health/service/web" in log
+    assert failing["error"].startswith(
+        'GET /v1/health/service/web: unknown datacenter "dc9" (Consul: No path to datacenter); '
+        "known datacenters: dc1;"
+    ), doc
+    assert failing["failures"] >= 1, doc
+    lines = [x for x in log.splitlines() if "health.service(web@dc9|passing)" in x]
+    assert len(lines) == 1, log  # once, not once per retry
+    assert "(watch) health.service(web@dc9|passing): GET /v1/health/service/web" in lines[0]
     assert "reachable again" not in log, log
     assert "(consul)" not in log, log
     assert not bad_out.exists()
+
+
+def test_once_timeout_names_the_failing_query(consul, unique, tmp_path):
+    """Promise: -once -once-timeout names a query that keeps failing (with its error) while
+    the agent answers the others, and does not call Consul unreachable."""
+    consul.put_kv(f"{unique}/x", "1")
+    src, out = tmp_path / "t.tmpl", tmp_path / "t.out"
+    src.write_text(f'x={{{{ key("{unique}/x") }}}}\n{{{{ service("web@dc9") | length }}}}\n')
+    args = ["-consul-addr", consul.http_addr, "-template", f"{src}:{out}"]
+    result = run_ctemplate([*args, "-once", "-once-timeout", "3s"], timeout=30)
+    assert result.returncode == 14, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"ctemplate: error: -once-timeout: gave up after 3s; still waiting for {out} "
+        "(health.service(web@dc9|passing)); failing: health.service(web@dc9|passing): "
+        "GET /v1/health/service/web: Consul answered 500"
+    ), last
+    assert "unreachable" not in last, last
+    assert not out.exists()
 
 
 def test_an_answer_trickling_in_is_cut_and_reported(consul, unique, tmp_path):

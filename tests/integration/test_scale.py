@@ -179,8 +179,9 @@ def test_only_templates_whose_inputs_changed_are_rendered(consul, unique, tmp_pa
 def test_health_sentinel_follows_every_field_a_template_reads(consul, unique, tmp_path):
     """Promise: nothing silently stale. With 32 service queries under the default budget of 32
     connections the health sentinel serves them, and a change to any field a template reads
-    (a node's Meta, a service's Meta, a check's Output) is rendered: the sentinel compares every
-    field of the nodes and checks tables, not only names and addresses."""
+    (a node's Meta, a service's Meta, a check's Output or Notes) is rendered: the sentinel
+    compares every field of a node and each check's ModifyIndex, not only names, addresses and
+    statuses."""
     names = [f"{unique}-m{i:02d}" for i in range(32)]
 
     def register(i: int, version: str = "1") -> None:
@@ -202,16 +203,17 @@ def test_health_sentinel_follows_every_field_a_template_reads(consul, unique, tm
         "".join(
             f'{{% for i in service("{n}") %}}{{{{ i.Name }}}} rack={{{{ i.NodeMeta["rack"] }}}}'
             f' v={{{{ i.ServiceMeta["version"] }}}}'
-            f" out={{{{ i.Checks[0].Output }}}}\n{{% endfor %}}"
+            f" out={{{{ i.Checks[0].Output }}}} notes={{{{ i.Checks[0].Notes }}}}\n"
+            "{% endfor %}"
             for n in names
         )
     )
     dest = tmp_path / "out"
 
-    def lines(rack0: str = "r1", version5: str = "1", out7: str = "") -> str:
+    def lines(rack0: str = "r1", version5: str = "1", out7: str = "", notes9: str = "") -> str:
         return "".join(
             f"{n} rack={rack0 if i % 2 == 0 else 'r1'} v={version5 if i == 5 else '1'}"
-            f" out={out7 if i == 7 else ''}\n"
+            f" out={out7 if i == 7 else ''} notes={notes9 if i == 9 else ''}\n"
             for i, n in enumerate(names)
         )
 
@@ -249,6 +251,23 @@ def test_health_sentinel_follows_every_field_a_template_reads(consul, unique, tm
         wait_for(
             lambda: read(dest) == lines("r2", "2", "HTTP 200 OK"),
             what="check Output",
+            log=ct.log(),
+        )
+
+        # Only the check's Notes change (status and output stay): its ModifyIndex moves.
+        consul.request(
+            "PUT",
+            "/v1/catalog/register",
+            json={
+                "Node": f"{unique}-node1",
+                "Address": "127.0.3.2",
+                "NodeMeta": {"rack": "r1"},
+                "Check": {**_check(names[9], "passing"), "Notes": "see the runbook"},
+            },
+        ).raise_for_status()
+        wait_for(
+            lambda: read(dest) == lines("r2", "2", "HTTP 200 OK", "see the runbook"),
+            what="check Notes",
             log=ct.log(),
         )
     for i in range(2):

@@ -150,7 +150,7 @@ def test_records_and_ordinary_methods_still_work(consul, unique, tmp_path):
         ["-consul-addr", consul.http_addr, "-template", f"{src}:{out}", "-once"], timeout=30
     )
     assert result.returncode == 0, result.stderr
-    assert read(out) == (f"10.0.0.7:8080 BLUE {name}-8080\nfast [('mode', 'fast')] 2 a\n"), (
+    assert read(out) == (f"10.0.0.7:8080 BLUE {name}-8080\nfast [['mode', 'fast']] 2 a\n"), (
         result.stderr
     )
 
