@@ -211,7 +211,12 @@ class Runner:
         watches = () if config.once else config.watches
         if config.once and config.watches:
             log.info("(watch) watch blocks do not run with -once")
-        budget = replace(settings, max_connections=max(1, settings.max_connections - len(watches)))
+        # De-duplication holds two long polls per template (its lock and its shared data).
+        dedup_polls = 0
+        if config.dedup.enabled and not config.once:
+            dedup_polls = 2 * len({u.dedup_id for u in self._units if u.dedup_id})
+        taken = len(watches) + dedup_polls
+        budget = replace(settings, max_connections=max(1, settings.max_connections - taken))
         self._watcher = Watcher(self._client, budget, self._on_change, self._on_watch_error)
         if watches and budget.max_connections - RESERVED_CONNECTIONS < 1:
             log.warning(
