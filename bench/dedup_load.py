@@ -187,7 +187,11 @@ def main() -> None:
     args = p.parse_args()
     counts = [int(x) for x in args.instances.split(",")]
     with ConsulCluster(find_consul()) as cluster:
-        agent = cluster.add_client("bench-client", "127.0.0.4")
+        # Every instance reaches the agent through one proxy, from one address: lift the agent's
+        # limit of 200 connections per client address (20 instances x 10 long polls).
+        agent = cluster.add_client(
+            "bench-client", "127.0.0.4", extra_hcl=("limits { http_max_conns_per_client = 4096 }",)
+        )
         rows = []
         for n in counts:
             for dedup in (False, True):

@@ -54,9 +54,19 @@ def _free_port(ip: str) -> int:
 class ClusterServer:
     """One ``consul agent -server`` of the cluster, bound to ``ip``."""
 
-    def __init__(self, binary: str, name: str, ip: str, root: Path, *, server: bool = True) -> None:
+    def __init__(
+        self,
+        binary: str,
+        name: str,
+        ip: str,
+        root: Path,
+        *,
+        server: bool = True,
+        extra_hcl: tuple[str, ...] = (),
+    ) -> None:
         self.binary = binary
         self.server = server
+        self.extra_hcl = extra_hcl
         self.name = name
         self.ip = ip
         self.dir = root / name
@@ -106,6 +116,7 @@ class ClusterServer:
             f"ports {{ {ports} dns = -1 grpc = -1 https = -1 }}",
             "-hcl",
             "performance { raft_multiplier = 1 }",
+            *(arg for hcl in self.extra_hcl for arg in ("-hcl", hcl)),
             *(f"-retry-join={addr}" for addr in join),
         ]
         with open(self.log_path, "ab") as log:
@@ -200,10 +211,14 @@ class ConsulCluster:
             self.close()
             raise
 
-    def add_client(self, name: str, ip: str, timeout: float = START_TIMEOUT) -> ClusterServer:
+    def add_client(
+        self, name: str, ip: str, timeout: float = START_TIMEOUT, *, extra_hcl: tuple[str, ...] = ()
+    ) -> ClusterServer:
         """A client agent (no ``-server``) on ``ip``, joined to the servers, once it answers
         reads through them."""
-        agent = ClusterServer(self.servers[0].binary, name, ip, self._root, server=False)
+        agent = ClusterServer(
+            self.servers[0].binary, name, ip, self._root, server=False, extra_hcl=extra_hcl
+        )
         self.clients.append(agent)
         agent.start([f"{s.ip}:{s.ports['serf_lan']}" for s in self.servers if s.running])
         deadline = time.monotonic() + timeout
