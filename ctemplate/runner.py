@@ -30,7 +30,8 @@ from .consul.queries import Query
 from .consul.watch import Watcher, WatchSettings
 from .errors import CommandError, ConfigError, ConsulError, CtemplateError, RenderError
 from .language import local
-from .language.jinja import CompiledTemplate, Execution, TemplateEngine
+from .language.execution import Execution
+from .language.frontends import Compiled, TemplateEngines
 from .output.command import describe, run_command
 from .output.write import render
 
@@ -62,15 +63,15 @@ def _waiting_delays(environ: Mapping[str, str]) -> tuple[float, float]:
     return first_s, max(every_s, 0.1)
 
 
-def _engine(config: Config) -> TemplateEngine:
-    engine = TemplateEngine(config)
-    return engine
+def _engine(config: Config) -> TemplateEngines:
+    """Both front ends; each template is loaded by the one of its syntax."""
+    return TemplateEngines(config)
 
 
 @dataclass(eq=False)
 class _Unit:
     config: TemplateConfig
-    compiled: CompiledTemplate
+    compiled: Compiled
     queries: dict[str, Query] = field(default_factory=dict)  # used in the last execution
     dirty: bool = True
     rendered: bool = False  # complete output seen at least once
