@@ -21,7 +21,9 @@ API (used by :mod:`ctemplate.language.go` and ``ctemplate convert``)::
 * The parse tree is public: :attr:`GoTemplate.trees` maps each template name to its
   :class:`.nodes.ListNode`; :meth:`GoTemplate.lookup` returns one.
 
-Data model: dicts are maps (``.key``, sorted for ``range`` and printing), lists/tuples slices,
+Data model: dicts are maps (``.key``, sorted for ``range`` and printing; a missing key is nil as
+in ``map[string]interface{}``, but ``""`` in a :class:`StrMap` or in a dataclass field annotated
+``dict[str, str]``, as in ``map[string]string``), lists/tuples slices,
 dataclass instances structs (public declared fields only; ``%v`` prints ``{a b}``, ``%+v``
 ``{Name:a Port:1}``), bool/int/float/complex/str the basic kinds, None nil. A method of a value
 is callable from a template only if its class lists the name in ``__go_methods__``; nothing else
@@ -40,7 +42,7 @@ from typing import Any
 
 from . import nodes
 from .errors import GoTemplateError
-from .exec import Stmt, compile_trees, run
+from .exec import Stmt, StrMap, attribute_allowed, compile_trees, run
 from .fmt import NO_VALUE, sprint, sprintf, sprintln
 from .parse import BUILTINS, parse_trees
 
@@ -49,6 +51,8 @@ __all__ = [
     "NO_VALUE",
     "GoTemplate",
     "GoTemplateError",
+    "StrMap",
+    "attribute_allowed",
     "nodes",
     "parse",
     "sprint",

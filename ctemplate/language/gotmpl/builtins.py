@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote_plus
 
-from .fmt import NO_VALUE, is_struct, sprint, sprint_value, sprintf, sprintln, type_name
+from .fmt import NO_VALUE, is_struct, sprint, sprintf, sprintln, struct_fields, type_name
 
 __all__ = [
     "ArgTypeError",
@@ -93,9 +93,12 @@ def _incompatible(a: Any, b: Any) -> BuiltinError:
 
 
 def _comparable(v: Any) -> bool:
-    return not isinstance(v, list | dict | bytearray) and not (
-        isinstance(v, tuple) and not is_struct(v)
-    )
+    """Go's Comparable: not a slice or map, nor a struct holding one."""
+    if isinstance(v, list | dict | bytearray | tuple) and not is_struct(v):
+        return False
+    if is_struct(v):
+        return all(_comparable(getattr(v, f)) for f in struct_fields(v))
+    return True
 
 
 def eq(arg1: Any, *arg2: Any) -> bool:
@@ -112,10 +115,9 @@ def eq(arg1: Any, *arg2: Any) -> bool:
         if k1 == "invalid":
             return True
         if k1 == "other":
-            if not _comparable(arg1):
-                raise BuiltinError(f"non-comparable type {sprint_value(arg1)}: {type_name(arg1)}")
-            if not _comparable(arg):
-                raise BuiltinError(f"non-comparable type {sprint_value(arg)}: {type_name(arg)}")
+            for v in (arg1, arg):
+                if not _comparable(v):
+                    raise BuiltinError(f"non-comparable type {sprintf('%s', [v])}: {type_name(v)}")
             if type(arg1) is not type(arg):
                 raise _incompatible(arg1, arg)
         if arg1 == arg:
@@ -214,7 +216,7 @@ def index(item: Any, *indexes: Any) -> Any:
             elif item and all(type(k) is str for k in item) and not isinstance(ix, str):
                 raise BuiltinError(f"value has type {type_name(ix)}; should be string")
             try:
-                item = item.get(ix, None)
+                item = item.get(ix, getattr(item, "go_zero", None))
             except TypeError:
                 raise BuiltinError(f"value has type {type_name(ix)}; unhashable") from None
         else:
@@ -247,7 +249,9 @@ def slice_(item: Any, *indexes: Any) -> Any:
         raise BuiltinError(f"invalid slice index: {idx[1]} > {idx[2]}")
     out = data[idx[0] : idx[1]]
     if isinstance(item, str) and isinstance(out, bytes):
-        return out.decode("utf-8", "surrogateescape")
+        # A cut through a multi-byte character: Go keeps the stray bytes; we write U+FFFD
+        # (a Python str cannot hold them, and the output file must be valid UTF-8 text).
+        return out.decode("utf-8", "replace")
     return out
 
 

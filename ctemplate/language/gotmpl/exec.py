@@ -33,7 +33,7 @@ from typing import Any
 
 from . import builtins as bi
 from .errors import GoTemplateError
-from .fmt import NO_VALUE, is_struct, sort_keys, sprint_value, type_name
+from .fmt import NO_VALUE, is_struct, sort_keys, sprint_value, sprintf, type_name
 from .lex import go_quote, location
 from .nodes import (
     ActionNode,
@@ -60,7 +60,7 @@ from .nodes import (
     WithNode,
 )
 
-__all__ = ["MAX_DEPTH", "compile_trees", "run"]
+__all__ = ["MAX_DEPTH", "StrMap", "attribute_allowed", "compile_trees", "run"]
 
 #: Nested {{template}} calls allowed (Go allows 100000; Python's stack is smaller).
 MAX_DEPTH = 100
@@ -247,19 +247,34 @@ def _is_hex_int(s: str) -> bool:
 # --- fields -------------------------------------------------------------------------------------
 
 
+class StrMap(dict):  # type: ignore[type-arg]
+    """A dict that is a Go ``map[string]string``: a missing key reads as ``""``, not nil."""
+
+    __slots__ = ()
+    go_zero = ""
+
+
 def _field(
-    st: _State, node: Node, receiver: Any, name: str, args: list[Any] | None, zero: Any
+    st: _State,
+    node: Node,
+    receiver: Any,
+    name: str,
+    args: list[Any] | None,
+    zero: Any,
+    iface: bool,
 ) -> tuple[Any, Any]:
-    """One step of a field chain: (value, zero of a missing key in it)."""
-    t = type(receiver)
-    if t is dict or isinstance(receiver, dict):
+    """One step of a field chain: (value, zero of a missing key in it).
+
+    ``iface``: the receiver was read from a map, so Go sees it as ``interface {}``.
+    """
+    if isinstance(receiver, dict):
         if args is not None:
             raise st.fail(node, f"{name} is not a method but has arguments")
         v = receiver.get(name, _MISSING)
         if v is _MISSING:
             if st.missing_error:
                 raise st.fail(node, f"map has no entry for key {go_quote(name)}")
-            return zero, None
+            return getattr(receiver, "go_zero", zero), None
         return v, None
     if receiver is NO_VALUE:
         if st.missing_error:
@@ -267,10 +282,11 @@ def _field(
         return NO_VALUE, None
     if receiver is None:
         raise st.fail(node, f"nil pointer evaluating interface {{}}.{name}")
-    members = _members(t) if not isinstance(receiver, type) else {}
+    members = _members(type(receiver)) if not isinstance(receiver, type) else {}
     kind = members.get(name, _MISSING) if attribute_allowed(receiver, name) else _MISSING
     if kind is _MISSING:
-        raise st.fail(node, f"can't evaluate field {name} in type {type_name(receiver)}")
+        tname = "interface {}" if iface else type_name(receiver)
+        raise st.fail(node, f"can't evaluate field {name} in type {tname}")
     if kind is _METHOD:
         method = getattr(receiver, name)
         return _call(st, node, node, name, method, list(args or ())), None
@@ -279,11 +295,20 @@ def _field(
     return getattr(receiver, name), kind
 
 
-def _chain(st: _State, node: Node, receiver: Any, idents: list[str], args: list[Any] | None) -> Any:
+def _chain(
+    st: _State,
+    node: Node,
+    receiver: Any,
+    idents: list[str],
+    args: list[Any] | None,
+    iface: bool = False,
+) -> Any:
     zero = None
     last = len(idents) - 1
     for i, name in enumerate(idents):
-        receiver, zero = _field(st, node, receiver, name, args if i == last else None, zero)
+        from_map = isinstance(receiver, dict)
+        receiver, zero = _field(st, node, receiver, name, args if i == last else None, zero, iface)
+        iface = from_map
     return receiver
 
 
@@ -386,6 +411,7 @@ class _Compiler:
         ndecl = len(node.pipe.decl)
         assign = node.pipe.is_assign
         names = [v.ident[0] for v in node.pipe.decl]
+        at = node.pipe.cmds[-1].args[-1]  # Go reports the last node evaluated
 
         def run_range(st: _State, dot: Any) -> None:
             outer = len(st.vars)
@@ -401,12 +427,12 @@ class _Compiler:
                 items = ((k, val[k]) for k in sort_keys(val))
             elif isinstance(val, bool) or val is None or val is NO_VALUE:
                 if isinstance(val, bool):
-                    raise st.fail(node, f"range can't iterate over {sprint_value(val)}")
+                    raise st.fail(at, f"range can't iterate over {sprint_value(val)}")
                 empty = True
                 items = iter(())
             elif isinstance(val, int):
                 if two:
-                    raise st.fail(node, f"can't use {val} to iterate over more than one variable")
+                    raise st.fail(at, f"can't use {val} to iterate over more than one variable")
                 empty = val <= 0
                 items = ((None, i) for i in range(val))
             elif isinstance(val, bytes | bytearray):
@@ -416,7 +442,7 @@ class _Compiler:
                 items = enumerate(val)
                 empty = False
             else:
-                raise st.fail(node, f"range can't iterate over {sprint_value(val)}")
+                raise st.fail(at, f"range can't iterate over {sprint_value(val)}")
             ran = False
             if not empty:
                 vars_ = st.vars
@@ -506,11 +532,13 @@ class _Compiler:
         if not names:
             return value_of
 
+        last = pipe.cmds[-1].args[-1]  # Go reports the last node evaluated
+
         def eval_decl(st: _State, dot: Any) -> Any:
             v = value_of(st, dot)
             for name in names:
                 if assign:
-                    st.set_var(pipe, name, v)
+                    st.set_var(last, name, v)
                 else:
                     st.vars.append([name, v])
             return v
@@ -563,7 +591,7 @@ class _Compiler:
                         v = receiver.get(name, _MISSING)
                         if v is not _MISSING:
                             return v
-                    return _field(st, first, receiver, name, None, None)[0]
+                    return _field(st, first, receiver, name, None, None, False)[0]
                 return _chain(st, first, receiver, idents, None)
 
             return eval_field
@@ -795,6 +823,30 @@ def _call_builtin(
     return _call(st, cmd, ident, "call", fn, rest)
 
 
+def _printf(
+    st: _State,
+    cmd: CommandNode,
+    ident: IdentifierNode,
+    dot: Any,
+    argfs: tuple[Expr, ...],
+    final: Any,
+) -> Any:
+    if not argfs and final is _MISSING:
+        raise st.fail(ident, "wrong number of args for printf: want at least 1 got 0")
+    args = [f(st, dot) for f in argfs]
+    if final is not _MISSING:
+        args.append(final)
+    fmt = args[0]
+    if not isinstance(fmt, str):
+        first = cmd.args[1] if len(cmd.args) > 1 else cmd
+        if isinstance(first, NumberNode | BoolNode):
+            raise st.fail(first, f"expected string; found {first}")
+        if fmt is None or fmt is NO_VALUE:
+            raise st.fail(first, "invalid value; expected string")
+        raise st.fail(first, f"wrong type for value; expected string; got {type_name(fmt)}")
+    return sprintf(fmt, [None if a is NO_VALUE else a for a in args[1:]])
+
+
 _BUILTIN_CMDS: dict[str, _BuiltinCmd] = {
     "and": _and_or(False, "and"),
     "or": _and_or(True, "or"),
@@ -811,7 +863,7 @@ _BUILTIN_CMDS: dict[str, _BuiltinCmd] = {
     "ge": _simple("ge", bi.ge, 2, 2),
     "print": _simple("print", bi.go_print, 0, None, nil_args=False),
     "println": _simple("println", bi.go_println, 0, None, nil_args=False),
-    "printf": _simple("printf", bi.go_printf, 1, None, nil_args=False),
+    "printf": _printf,
     "html": _simple("html", bi.html_escape, 0, None),
     "js": _simple("js", bi.js_escape, 0, None),
     "urlquery": _simple("urlquery", bi.urlquery, 0, None),

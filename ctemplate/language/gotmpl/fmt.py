@@ -106,6 +106,8 @@ def type_name(v: Any) -> str:
         return "int"
     if isinstance(v, float):
         return "float64"
+    if is_struct(v):
+        return getattr(t, "__go_type__", "main." + t.__name__)
     if callable(v):
         return "func"
     return t.__name__
@@ -407,6 +409,7 @@ class _Printer:
         self.pad_nozero(s)
 
     def fmt_unicode(self, u: int) -> None:
+        u &= (1 << 64) - 1  # Go formats the value as a uint64
         prec = 4
         if self.prec_present and self.prec > 4:
             prec = self.prec

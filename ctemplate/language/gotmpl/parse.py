@@ -45,7 +45,7 @@ from .nodes import (
     WithNode,
 )
 
-__all__ = ["BUILTINS", "is_empty_tree", "parse_number", "parse_trees", "unquote"]
+__all__ = ["BUILTINS", "is_empty_tree", "parse_number", "parse_trees", "suggest", "unquote"]
 
 #: The functions every Go template has (text/template's builtins).
 BUILTINS = frozenset(
@@ -252,6 +252,39 @@ def _simplify_complex(node: NumberNode) -> None:
             node.is_int = True
             node.int_value = int(c.real)
             node.is_uint = node.int_value >= 0
+
+
+# --- suggestions ------------------------------------------------------------------------------
+
+
+def _distance(a: str, b: str) -> int:
+    """Edit distance counting a swap of neighbours as one edit (optimal string alignment)."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[len(b)]
+
+
+def suggest(name: str, names: Collection[str]) -> str | None:
+    """The valid name nearest to a misspelt one (case, typos, swapped letters), or None."""
+    lowered = name.lower()
+    best: tuple[int, int, float, str] | None = None
+    for cand in names:
+        d = 0 if cand.lower() == lowered else _distance(lowered, cand.lower())
+        if d > max(1, len(name) // 3):
+            continue
+        ratio = difflib.SequenceMatcher(None, lowered, cand.lower()).ratio()
+        key = (d, abs(len(cand) - len(name)), -ratio, cand)
+        if best is None or key < best:
+            best = key
+    return best[3] if best else None
 
 
 # --- trees --------------------------------------------------------------------------------------
@@ -552,10 +585,11 @@ class _Tree:
             fields: list[str] = []
             while self.peek().kind == Kind.FIELD:
                 fields.append(self.next().val[1:])
+            # Go gives a multi-part field or variable the position of its second part.
             if isinstance(node, FieldNode):
-                return FieldNode(node.pos, node.line, [*node.ident, *fields])
+                return FieldNode(start.pos, start.line, [*node.ident, *fields])
             if isinstance(node, VariableNode):
-                return VariableNode(node.pos, node.line, [*node.ident, *fields])
+                return VariableNode(start.pos, start.line, [*node.ident, *fields])
             if isinstance(node, BoolNode | StringNode | NumberNode | NilNode | DotNode):
                 raise self.errorf(f"unexpected . after term {go_quote(str(node))}")
             return ChainNode(start.pos, start.line, node, fields)
@@ -632,12 +666,9 @@ class _Parser:
         return self.items[i]
 
     def suggest(self, name: str) -> str:
-        names = sorted({*self.funcs, *BUILTINS})
-        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-        if not close:
-            lowered = {n.lower(): n for n in names}
-            close = [lowered[name.lower()]] if name.lower() in lowered else []
-        return f" (did you mean {go_quote(close[0])}?)" if close else ""
+        """`` (did you mean "x"?)`` for the nearest function name, or ""."""
+        best = suggest(name, {*self.funcs, *BUILTINS})
+        return f" (did you mean {go_quote(best)}?)" if best else ""
 
     def add(self, tree: _Tree) -> None:
         assert tree.root is not None
@@ -646,7 +677,7 @@ class _Parser:
             self.trees[tree.name] = tree.root
             return
         if not is_empty_tree(tree.root):
-            raise _ParseError(f"multiple definition of template {go_quote(tree.name)}")
+            raise _ParseError(f"template: multiple definition of template {go_quote(tree.name)}")
 
     def parse(self) -> dict[str, ListNode]:
         top = _Tree(self.name, self)
