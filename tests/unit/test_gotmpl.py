@@ -20,6 +20,7 @@ import pytest
 
 from ctemplate.errors import TemplateError
 from ctemplate.language.gotmpl import GoTemplateError, StrMap, parse
+from ctemplate.language.gotmpl import exec as gotmpl_exec
 
 CASES = json.loads((Path(__file__).parent / "gotmpl_go_cases.json").read_text("utf-8"))
 
@@ -105,8 +106,11 @@ KNOWN_DIFFERENCES = {
 }
 
 
+@pytest.mark.parametrize("codegen", [True, False], ids=["codegen", "closures"])
 @pytest.mark.parametrize("case", CASES, ids=[f"{i}:{c['t'][:40]}" for i, c in enumerate(CASES)])
-def test_same_as_go(case: dict[str, Any]) -> None:
+def test_same_as_go(case: dict[str, Any], codegen: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways of running a tree (generated Python, closures) give Go's bytes and errors."""
+    monkeypatch.setattr(gotmpl_exec, "USE_CODEGEN", codegen)
     kwargs = {
         "error": case.get("error", False),
         "left": case.get("left", ""),

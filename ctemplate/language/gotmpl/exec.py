@@ -166,6 +166,8 @@ def _members(cls: type) -> dict[str, Any]:
 
 
 _METHOD: Any = object()
+# class -> names attribute_allowed admitted for its instances (-> what _members says of them)
+_ADMITTED: dict[type, dict[str, Any]] = {}
 
 
 # --- function calls -----------------------------------------------------------------------------
@@ -282,8 +284,13 @@ def _field(
         return NO_VALUE, None
     if receiver is None:
         raise st.fail(node, f"nil pointer evaluating interface {{}}.{name}")
-    members = _members(type(receiver)) if not isinstance(receiver, type) else {}
-    kind = members.get(name, _MISSING) if attribute_allowed(receiver, name) else _MISSING
+    kind = _members(type(receiver)).get(name, _MISSING)
+    if kind is not _MISSING:
+        if attribute_allowed(receiver, name):
+            # remembered per class, so the next read of this field takes the fast path
+            _ADMITTED.setdefault(type(receiver), {})[name] = kind
+        else:
+            kind = _MISSING
     if kind is _MISSING:
         tname = "interface {}" if iface else type_name(receiver)
         raise st.fail(node, f"can't evaluate field {name} in type {tname}")
@@ -377,6 +384,22 @@ class _Compiler:
                 pipe(st, dot)
 
             return run_decl
+
+        if len(node.pipe.cmds) == 1:
+            # the common case: one command, evaluated directly (one call less per action)
+            cmd = self.command(node.pipe.cmds[0])
+
+            def run_command(st: _State, dot: Any) -> None:
+                v = cmd(st, dot, _MISSING)
+                t = type(v)
+                if t is str:
+                    st.out.append(v)
+                elif t is int:
+                    st.out.append(str(v))
+                else:
+                    st.out.append(_printable(st, node, v))
+
+            return run_command
 
         def run_action(st: _State, dot: Any) -> None:
             v = pipe(st, dot)
@@ -585,12 +608,19 @@ class _Compiler:
                 if final is not _MISSING:
                     return _chain(st, first, receiver, idents, [final])
                 if len(idents) == 1:
-                    # inline the single step for speed
+                    # inline the single step for speed: a present key, a known struct field
                     name = idents[0]
-                    if type(receiver) is dict:
+                    t = type(receiver)
+                    if t is dict:
                         v = receiver.get(name, _MISSING)
                         if v is not _MISSING:
                             return v
+                    else:
+                        admitted = _ADMITTED.get(t)
+                        if admitted is not None:
+                            kind = admitted.get(name, _MISSING)
+                            if kind is not _MISSING and kind is not _METHOD:
+                                return getattr(receiver, name)
                     return _field(st, first, receiver, name, None, None, False)[0]
                 return _chain(st, first, receiver, idents, None)
 
@@ -728,6 +758,9 @@ def _printable(st: _State, node: Node, v: Any) -> str:
     """An action's value as text (Go's printValue)."""
     if v is NO_VALUE or v is None:
         return "<no value>"
+    t = type(v)
+    if t is int or t is bool or t is float or t is str:
+        return sprint_value(v)
     if callable(v) and not is_struct(v) and not isinstance(v, type):
         raise st.fail(node, f"can't print {node} of type {type_name(v)}")
     if isinstance(v, Iterator):
@@ -847,6 +880,40 @@ def _printf(
     return sprintf(fmt, [None if a is NO_VALUE else a for a in args[1:]])
 
 
+# name -> (implementation, fewest args, most args or None, whether no-value reaches it)
+BUILTIN_SPECS: dict[str, tuple[Callable[..., Any], int, int | None, bool]] = {
+    "not": (lambda v: not bi.truth(v), 1, 1, True),
+    "len": (bi.length, 1, 1, True),
+    "index": (bi.index, 1, None, True),
+    "slice": (bi.slice_, 1, None, True),
+    "eq": (bi.eq, 1, None, True),
+    "ne": (bi.ne, 2, 2, True),
+    "lt": (bi.lt, 2, 2, True),
+    "le": (bi.le, 2, 2, True),
+    "gt": (bi.gt, 2, 2, True),
+    "ge": (bi.ge, 2, 2, True),
+    "print": (bi.go_print, 0, None, False),
+    "println": (bi.go_println, 0, None, False),
+    "html": (bi.html_escape, 0, None, True),
+    "js": (bi.js_escape, 0, None, True),
+    "urlquery": (bi.urlquery, 0, None, True),
+}
+
+
+def run_builtin(
+    st: _State, cmd: Node, name: str, fn: Callable[..., Any], nil_args: bool, args: list[Any]
+) -> Any:
+    """Call a builtin with evaluated arguments (arity already checked)."""
+    if not nil_args:
+        args = [None if a is NO_VALUE else a for a in args]
+    try:
+        return fn(*args)
+    except bi.ArgTypeError as exc:
+        raise st.fail(cmd, str(exc)) from None
+    except bi.BuiltinError as exc:
+        raise st.fail(cmd, f"error calling {name}: {exc}") from None
+
+
 _BUILTIN_CMDS: dict[str, _BuiltinCmd] = {
     "and": _and_or(False, "and"),
     "or": _and_or(True, "or"),
@@ -873,10 +940,25 @@ _BUILTIN_CMDS: dict[str, _BuiltinCmd] = {
 # --- entry points -------------------------------------------------------------------------------
 
 
+#: Compile trees to Python source (fast); False: closures only (the reference semantics).
+USE_CODEGEN = True
+
+
 def compile_trees(trees: Mapping[str, ListNode]) -> dict[str, Stmt]:
-    """Compile every template of a set once."""
-    c = _Compiler()
-    return {name: c.body(root) for name, root in trees.items()}
+    """Compile every template of a set once: to Python source, or else to closures."""
+    from .codegen import compile_tree
+
+    compiled: dict[str, Stmt] = {}
+    for name, root in trees.items():
+        if not USE_CODEGEN:
+            compiled[name] = _Compiler().body(root)
+            continue
+        try:
+            compiled[name] = compile_tree(root)
+        except (SyntaxError, RecursionError, MemoryError):
+            # deeper nesting than Python's compiler takes: the closures have no such limit
+            compiled[name] = _Compiler().body(root)
+    return compiled
 
 
 def run(
