@@ -284,3 +284,27 @@ def test_funcs_shadow_builtins_and_unknown_at_execute() -> None:
     t = parse("{{ upper .x }}", "t", funcs=["upper"])
     with pytest.raises(GoTemplateError, match='"upper" is not a defined function'):
         t.execute({"x": "a"}, {})
+
+
+def test_comments_kept_in_tree_on_request_and_ignored_by_execution() -> None:
+    from ctemplate.language.gotmpl import nodes
+
+    text = "a {{- /* note */ -}} b{{/* two\nlines */}}"
+    plain = parse(text, "t")
+    assert [type(n).__name__ for n in plain.trees["t"].nodes] == ["TextNode", "TextNode"]
+    kept = parse(text, "t", comments=True)
+    comments = [n for n in kept.trees["t"].nodes if isinstance(n, nodes.CommentNode)]
+    assert [str(c) for c in comments] == ["{{/* note */}}", "{{/* two\nlines */}}"]
+    assert [c.line for c in comments] == [1, 1]
+    assert kept.execute(None, {}) == plain.execute(None, {}) == "ab"
+
+
+def test_nesting_deeper_than_python_blocks_falls_back_to_closures() -> None:
+    depth = 25  # Python's compiler refuses more than 20 nested blocks
+    data: Any = "x"
+    for _ in range(depth):
+        data = [data]
+    text = "{{ range . }}" * depth + "{{ . }}" + "{{ end }}" * depth
+    assert parse(text, "t").execute(data, {}) == "x"
+    text = "{{ if .t }}" * depth + "{{ .v }}" + "{{ end }}" * depth
+    assert parse(text, "t").execute({"t": True, "v": 7}, {}) == "7"

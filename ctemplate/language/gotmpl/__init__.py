@@ -116,9 +116,14 @@ def parse(
     left: str = "{{",
     right: str = "}}",
     funcs: Collection[str] = (),
+    comments: bool = False,
 ) -> GoTemplate:
-    """Parse ``text`` (and its defines); GoTemplateError on a syntax error."""
+    """Parse ``text`` (and its defines); GoTemplateError on a syntax error.
+
+    ``comments=True`` keeps ``{{/* */}}`` comments in the tree as CommentNodes (Go's
+    ParseComments mode), for tools that print the template back; execution ignores them.
+    """
     left = left or "{{"
     right = right or "}}"
-    trees = parse_trees(text, name, left=left, right=right, funcs=funcs)
+    trees = parse_trees(text, name, left=left, right=right, funcs=funcs, comments=comments)
     return GoTemplate(name, text, trees, left, right)

@@ -170,7 +170,7 @@ class _Gen:
         elif isinstance(node, CommentNode):
             pass
         elif isinstance(node, ActionNode):
-            v = self.pipe(node.pipe, dot, ind)
+            v = self.pipe(node.pipe, dot, ind, printed=not node.pipe.decl)
             if not node.pipe.decl:
                 n = self.const(node)
                 self.emit(
@@ -255,13 +255,17 @@ class _Gen:
 
     # -- expressions ---------------------------------------------------------------------------
 
-    def pipe(self, pipe: PipeNode, dot: str, ind: int) -> str:
-        """Emit the pipeline; return the name of the local holding its value."""
+    def pipe(self, pipe: PipeNode, dot: str, ind: int, printed: bool = False) -> str:
+        """Emit the pipeline; return the name of the local holding its value.
+
+        ``printed``: the value is only printed, where None and no value print alike.
+        """
         v = self.new("v")
         final: str | None = None
-        for cmd in pipe.cmds:
+        for k, cmd in enumerate(pipe.cmds):
             self.emit(ind, f"{v} = {self.command(cmd, dot, final, ind)}")
-            self.emit(ind, f"if {v} is None: {v} = NOVALUE")
+            if not (printed and k == len(pipe.cmds) - 1):
+                self.emit(ind, f"if {v} is None: {v} = NOVALUE")
             final = v
         if pipe.decl:
             last = self.const(pipe.cmds[-1].args[-1])
@@ -283,7 +287,7 @@ class _Gen:
             n = len(cmd.args) - 1 + (final is not None)
             c, i = self.const(cmd), self.const(first)
             if name not in ex._BUILTIN_CMDS:
-                args = [self.arg(a, dot) for a in cmd.args[1:]]
+                args = self.args(cmd.args[1:], dot, ind)
                 if final is not None:
                     args.append(final)
                 return f"CALLF(st, {c}, {i}, {name!r}, [{', '.join(args)}])"
@@ -291,14 +295,14 @@ class _Gen:
                 return self.and_or(cmd, dot, final, ind, fallback)
             spec = ex.BUILTIN_SPECS.get(name)
             if spec is not None and n >= spec[1] and (spec[2] is None or n <= spec[2]):
-                args = [self.arg(a, dot) for a in cmd.args[1:]]
+                args = self.args(cmd.args[1:], dot, ind)
                 if final is not None:
                     args.append(final)
                 fn = self.const(spec[0])
                 call = f"BUILTIN(st, {c}, {name!r}, {fn}, {spec[3]}, [{', '.join(args)}])"
                 return f"({fallback} if {name!r} in st.funcs else {call})"
             if name == "printf" and n >= 1 and isinstance(cmd.args[1], StringNode):
-                args = [self.arg(a, dot) for a in cmd.args[2:]]
+                args = self.args(cmd.args[2:], dot, ind)
                 if final is not None:
                     args.append(final)
                 fmt = repr(cmd.args[1].text)
@@ -306,7 +310,7 @@ class _Gen:
                 return f"({fallback} if 'printf' in st.funcs else {call})"
             return fallback
         if isinstance(first, FieldNode | VariableNode) and len(cmd.args) == 1 and final is None:
-            return self.arg(first, dot)
+            return self.arg(first, dot, ind)
         return fallback
 
     def and_or(self, cmd: CommandNode, dot: str, final: str | None, ind: int, fallback: str) -> str:
@@ -321,7 +325,7 @@ class _Gen:
         depth = ind + 1
         test = "not " if is_or else ""
         for k, arg in enumerate(operands):
-            self.emit(depth, f"{r} = {self.arg(arg, dot)}")
+            self.emit(depth, f"{r} = {self.arg(arg, dot, depth)}")
             if k < len(operands) - 1 or final is not None:
                 self.emit(depth, f"if {test}TRUTH({r}):")
                 depth += 1
@@ -330,7 +334,21 @@ class _Gen:
             self.emit(depth, f"{r} = {final}")
         return r
 
-    def arg(self, node: Node, dot: str) -> str:
+    def args(self, nodes: list[Node], dot: str, ind: int) -> list[str]:
+        """Arguments in order; when one needs statements, all are evaluated into locals first."""
+        if not any(isinstance(a, PipeNode) for a in nodes):
+            return [self.arg(a, dot, ind) for a in nodes]
+        names = []
+        for a in nodes:
+            value = self.arg(a, dot, ind)
+            local = self.new("a")
+            self.emit(ind, f"{local} = {value}")
+            names.append(local)
+        return names
+
+    def arg(self, node: Node, dot: str, ind: int) -> str:
+        if isinstance(node, PipeNode) and not node.decl:
+            return self.pipe(node, dot, ind)
         if isinstance(node, DotNode):
             return dot
         if isinstance(node, NilNode):
@@ -349,7 +367,13 @@ class _Gen:
         if isinstance(node, FieldNode):
             n = self.const(node)
             if len(node.ident) == 1:
-                return f"GF(st, {n}, {dot}, {node.ident[0]!r})"
+                name = node.ident[0]
+                # inline cache: classes whose instances may be read for this field name
+                types = self.const(ex._ADMITTED_BY_NAME.setdefault(name, set()))
+                return (
+                    f"(getattr({dot}, {name!r}) if type({dot}) in {types} "
+                    f"else GF(st, {n}, {dot}, {name!r}))"
+                )
             return f"CHAIN(st, {n}, {dot}, {node.ident!r}, None)"
         if isinstance(node, VariableNode):
             n = self.const(node)
@@ -385,7 +409,14 @@ def compile_tree(root: ListNode) -> Callable[[Any, Any], None]:
     g.body(root, "dot", 1, False)
     source = "def template(st, dot):\n" + "\n".join(g.lines) + "\n"
     namespace: dict[str, Any] = {
-        "__builtins__": {"len": len, "type": type, "str": str, "bool": bool, "int": int},
+        "__builtins__": {
+            "len": len,
+            "type": type,
+            "str": str,
+            "bool": bool,
+            "int": int,
+            "getattr": getattr,
+        },
         "K": g.consts,
         "P": ex._printable,
         "TRUTH": bi.truth,

@@ -168,6 +168,8 @@ def _members(cls: type) -> dict[str, Any]:
 _METHOD: Any = object()
 # class -> names attribute_allowed admitted for its instances (-> what _members says of them)
 _ADMITTED: dict[type, dict[str, Any]] = {}
+# field name -> classes whose instances may be read for it (the generated code's inline cache)
+_ADMITTED_BY_NAME: dict[str, set[type]] = {}
 
 
 # --- function calls -----------------------------------------------------------------------------
@@ -289,6 +291,8 @@ def _field(
         if attribute_allowed(receiver, name):
             # remembered per class, so the next read of this field takes the fast path
             _ADMITTED.setdefault(type(receiver), {})[name] = kind
+            if kind is not _METHOD:
+                _ADMITTED_BY_NAME.setdefault(name, set()).add(type(receiver))
         else:
             kind = _MISSING
     if kind is _MISSING:
@@ -313,6 +317,21 @@ def _chain(
     zero = None
     last = len(idents) - 1
     for i, name in enumerate(idents):
+        if args is None or i < last:
+            # fast paths: a present key, a struct field already admitted for this class
+            t = type(receiver)
+            if t is dict:
+                v = receiver.get(name, _MISSING)
+                if v is not _MISSING:
+                    receiver, zero, iface = v, None, True
+                    continue
+            else:
+                admitted = _ADMITTED.get(t)
+                if admitted is not None:
+                    kind = admitted.get(name, _MISSING)
+                    if kind is not _MISSING and kind is not _METHOD:
+                        receiver, zero, iface = getattr(receiver, name), kind, False
+                        continue
         from_map = isinstance(receiver, dict)
         receiver, zero = _field(st, node, receiver, name, args if i == last else None, zero, iface)
         iface = from_map
@@ -686,6 +705,13 @@ class _Compiler:
 
             return eval_const
         if isinstance(node, NumberNode):
+            if node.is_complex or (node.is_int and -(1 << 63) <= node.int_value < (1 << 63)):
+                number = _ideal(_State({}, {}, False, None), node)  # cannot fail here
+
+                def eval_const_number(st: _State, dot: Any) -> Any:
+                    return number
+
+                return eval_const_number
 
             def eval_number(st: _State, dot: Any) -> Any:
                 return _ideal(st, node)

@@ -152,6 +152,7 @@ def _is_alnum(ch: str) -> bool:
 
 class _Lexer:
     __slots__ = (
+        "comments",
         "input",
         "items",
         "left",
@@ -162,7 +163,8 @@ class _Lexer:
         "start",
     )
 
-    def __init__(self, text: str, left: str, right: str) -> None:
+    def __init__(self, text: str, left: str, right: str, comments: bool = False) -> None:
+        self.comments = comments
         self.input = text
         self.left = left or "{{"
         self.right = right or "}}"
@@ -289,7 +291,9 @@ class _Lexer:
         if not delim:
             self.error("comment ends before closing delimiter")
             return None
-        # Comments are dropped (Go keeps them only with the ParseComments mode).
+        # Comments are dropped unless asked for (Go's ParseComments mode).
+        if self.comments:
+            self.emit(Kind.COMMENT)
         if trim:
             self.pos += 2
         self.pos += len(self.right)
@@ -523,6 +527,10 @@ def _rune_repr(ch: str) -> str:
     return f"U+{code:04X}"
 
 
-def lex(text: str, left: str = "{{", right: str = "}}") -> list[Item]:
-    """Split ``text`` into tokens; a lexing error is the last token (kind ERROR)."""
-    return _Lexer(text, left, right).run()
+def lex(text: str, left: str = "{{", right: str = "}}", *, comments: bool = False) -> list[Item]:
+    """Split ``text`` into tokens; a lexing error is the last token (kind ERROR).
+
+    ``comments``: emit ``{{/* ... */}}`` as COMMENT tokens (text ``/* ... */``) instead of
+    dropping them.
+    """
+    return _Lexer(text, left, right, comments).run()

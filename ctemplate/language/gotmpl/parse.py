@@ -639,10 +639,18 @@ class _Tree:
 class _Parser:
     """Token stream and the set of trees for one source text."""
 
-    def __init__(self, text: str, name: str, left: str, right: str, funcs: Collection[str]):
+    def __init__(
+        self,
+        text: str,
+        name: str,
+        left: str,
+        right: str,
+        funcs: Collection[str],
+        comments: bool = False,
+    ) -> None:
         self.text = text
         self.name = name
-        self.items = lex(text, left, right)
+        self.items = lex(text, left, right, comments=comments)
         self.index = 0
         self.hi = 0  # the furthest token read: Go reports its line
         self.funcs = funcs
@@ -716,13 +724,21 @@ class _Parser:
 
 
 def parse_trees(
-    text: str, name: str, *, left: str = "{{", right: str = "}}", funcs: Collection[str] = ()
+    text: str,
+    name: str,
+    *,
+    left: str = "{{",
+    right: str = "}}",
+    funcs: Collection[str] = (),
+    comments: bool = False,
 ) -> dict[str, ListNode]:
     """Parse ``text``; the trees by template name (the text itself under ``name``).
 
-    Raises GoTemplateError ``name:line:col: message`` (``phase="parse"``).
+    ``comments``: keep ``{{/* */}}`` as CommentNodes (for ``ctemplate convert``); execution
+    ignores them either way. Raises GoTemplateError ``name:line:col: message``
+    (``phase="parse"``).
     """
-    parser = _Parser(text, name, left, right, funcs)
+    parser = _Parser(text, name, left, right, funcs, comments)
     try:
         return parser.parse()
     except _ParseError as exc:
