@@ -99,6 +99,11 @@ def _ours(exc: GoTemplateError) -> str:
 KNOWN_DIFFERENCES = {
     # Python functions are not typed like Go's: the argument reaches the function, whose own
     # exception is reported (Go checks the type first: "wrong type for value; expected string").
+    # Go names the static type of dot: a map's values are interface {}. We do not carry static
+    # types through range, so the error names the value's own type.
+    "-{{range .}}{{.Method1 1234}}{{end}}-": (
+        't:1:14: executing "t" at <.Method1>: can\'t evaluate field Method1 in type float64'
+    ),
     "{{ 3 | upper }}": (
         't:1:7: executing "t" at <upper>: error calling upper: '
         "'int' object has no attribute 'upper'"

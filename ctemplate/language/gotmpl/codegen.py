@@ -301,7 +301,7 @@ class _Gen:
                 fn = self.const(spec[0])
                 call = f"BUILTIN(st, {c}, {name!r}, {fn}, {spec[3]}, [{', '.join(args)}])"
                 return f"({fallback} if {name!r} in st.funcs else {call})"
-            if name == "printf" and n >= 1 and isinstance(cmd.args[1], StringNode):
+            if name == "printf" and len(cmd.args) > 1 and isinstance(cmd.args[1], StringNode):
                 args = self.args(cmd.args[2:], dot, ind)
                 if final is not None:
                     args.append(final)

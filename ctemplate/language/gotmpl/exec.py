@@ -263,7 +263,7 @@ def _field(
     node: Node,
     receiver: Any,
     name: str,
-    args: list[Any] | None,
+    args: list[Any] | Callable[[], list[Any]] | None,
     zero: Any,
     iface: bool,
 ) -> tuple[Any, Any]:
@@ -300,7 +300,8 @@ def _field(
         raise st.fail(node, f"can't evaluate field {name} in type {tname}")
     if kind is _METHOD:
         method = getattr(receiver, name)
-        return _call(st, node, node, name, method, list(args or ())), None
+        argv = args() if callable(args) else list(args or ())
+        return _call(st, node, node, name, method, argv), None
     if args is not None:
         raise st.fail(node, f"{name} has arguments but cannot be invoked as function")
     return getattr(receiver, name), kind
@@ -600,7 +601,10 @@ class _Compiler:
 
         def eval_value(st: _State, dot: Any, final: Any) -> Any:
             if has_args or final is not _MISSING:
-                raise st.fail(first, f"can't give argument to non-function {text}")
+                raise st.fail(
+                    cmd if isinstance(first, PipeNode) else first,
+                    f"can't give argument to non-function {text}",
+                )
             if value is None:
                 raise st.fail(first, "nil is not a command")
             return value(st, dot)
@@ -647,10 +651,17 @@ class _Compiler:
 
         def eval_method(st: _State, dot: Any, final: Any) -> Any:
             receiver = base(st, dot)
-            args = [f(st, dot) for f in argfs]
-            if final is not _MISSING:
-                args.append(final)
-            return _chain(st, first, receiver, idents, args)
+            if len(idents) > 1:
+                receiver = _chain(st, first, receiver, idents[:-1], None)
+
+            def arguments() -> list[Any]:
+                # evaluated only once the last name is known to be a method, as in Go
+                args = [f(st, dot) for f in argfs]
+                if final is not _MISSING:
+                    args.append(final)
+                return args
+
+            return _field(st, first, receiver, idents[-1], arguments, None, False)[0]
 
         return eval_method
 
@@ -871,7 +882,7 @@ def _call_builtin(
     if final is not _MISSING:
         args.append(final)
     fn, rest = args[0], args[1:]
-    callee = str(cmd.args[1]) if len(cmd.args) > 1 else "final"
+    callee = str(cmd.args[1]) if len(cmd.args) > 1 else f"<{type_name(fn)} Value>"
     if fn is None or fn is NO_VALUE:
         raise st.fail(cmd, "error calling call: call of nil")
     if not callable(fn) or is_struct(fn) or isinstance(fn, type):
@@ -1033,7 +1044,5 @@ def _to_error(exc: _ExecError, text: str, source_name: str) -> GoTemplateError:
         return GoTemplateError(source_name, 0, 0, exc.msg, phase="execute")
     line, col = location(text, node.pos)
     context = str(node)
-    if len(context) > 20:
-        context = context[:20] + "..."
     detail = f"executing {go_quote(exc.tmpl)} at <{context}>: {exc.msg}"
     return GoTemplateError(source_name, line, col, detail, phase="execute", cause=exc.__cause__)
