@@ -214,10 +214,27 @@ class GoTemplateEngine:
         left = tc.left_delimiter or self._config.default_left_delimiter or "{{"
         right = tc.right_delimiter or self._config.default_right_delimiter or "}}"
         funcs = self.funcs(tc)
+        holder: list[Any] = []
+
+        def execute_template(template_name: str, data: Any = None) -> str:
+            """consul-template's ``executeTemplate "name" [data]``: a define's output as a
+            value (Go syntax only: Jinja has macros)."""
+            return str(
+                holder[0].execute(
+                    data,
+                    funcs,
+                    missing_key_error=tc.error_on_missing_key,
+                    template=str(template_name),
+                )
+            )
+
+        if not any(fnmatchcase("executeTemplate", p) for p in tc.function_denylist):
+            funcs["executeTemplate"] = execute_template
         try:
             template = parse(text, name, left=left, right=right, funcs=funcs.keys())
         except GoTemplateError as exc:
             raise TemplateError(improve(str(exc), list(funcs))) from exc
+        holder.append(template)
         sandbox = os.path.realpath(tc.sandbox_path) if tc.sandbox_path else None
         return GoCompiledTemplate(
             name,

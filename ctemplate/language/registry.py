@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import functions, guards, helpers, local
+from . import functions, guards, helpers, local, scratch
 
 __all__ = ["REGISTRY", "Function", "Kind"]
 
@@ -127,6 +127,7 @@ _ENTRIES: list[Function] = [
         jinja_filter=functions.write_to_file_filter,
         go_impl=functions.write_to_file_go,
     ),
+    Function("scratch", scratch.scratch, "local"),  # per execution: touches no host, not pure
     # --- guards -----------------------------------------------------------------------------
     Function("require", guards.require, "helper", subject=True),
     Function("abort", guards.abort, "helper"),
