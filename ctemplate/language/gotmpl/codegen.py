@@ -236,7 +236,8 @@ class _Gen:
                 self.emit(b, f"vs[{mark} - 1][1] = {elem}")
                 if ndecl > 1:
                     self.emit(b, f"vs[{mark} - 2][1] = {index}")
-        if _declares(node.list) and _jumps(node.list):
+        if _jumps(node.list):
+            # a break/continue may leave variables of this iteration (or of an if/with in it)
             self.emit(b, "try:")
             self.emit(b + 1, "pass")
             self.body(node.list, elem, b + 1, True)
