@@ -20,7 +20,7 @@ import pytest
 
 from ctemplate.errors import TemplateError
 from ctemplate.language.gotmpl import GoTemplateError, StrMap, parse
-from ctemplate.language.gotmpl import exec as gotmpl_exec
+from ctemplate.language.gotmpl import codegen as codegen_module
 
 CASES = json.loads((Path(__file__).parent / "gotmpl_go_cases.json").read_text("utf-8"))
 
@@ -115,7 +115,7 @@ KNOWN_DIFFERENCES = {
 @pytest.mark.parametrize("case", CASES, ids=[f"{i}:{c['t'][:40]}" for i, c in enumerate(CASES)])
 def test_same_as_go(case: dict[str, Any], codegen: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both ways of running a tree (generated Python, closures) give Go's bytes and errors."""
-    monkeypatch.setattr(gotmpl_exec, "USE_CODEGEN", codegen)
+    monkeypatch.setattr(codegen_module, "USE_CODEGEN", codegen)
     kwargs = {
         "error": case.get("error", False),
         "left": case.get("left", ""),

@@ -41,8 +41,9 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from . import nodes
+from .codegen import compile_trees
 from .errors import GoTemplateError
-from .exec import Stmt, StrMap, attribute_allowed, compile_trees, run
+from .exec import Stmt, StrMap, attribute_allowed, run
 from .fmt import NO_VALUE, sprint, sprintf, sprintln
 from .parse import BUILTINS, parse_trees
 

@@ -12,7 +12,7 @@ reach Python's builtins.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from itertools import chain
 from typing import Any
 
@@ -42,7 +42,7 @@ from .nodes import (
     WithNode,
 )
 
-__all__ = ["compile_tree"]
+__all__ = ["USE_CODEGEN", "compile_tree", "compile_trees"]
 
 _MISSING = ex._MISSING
 
@@ -434,3 +434,22 @@ def compile_tree(root: ListNode) -> Callable[[Any, Any], None]:
     exec(compile(source, "<go template>", "exec"), namespace)  # generated: see the module doc
     fn: Callable[[Any, Any], None] = namespace["template"]
     return fn
+
+
+#: Compile trees to Python source (fast); False: closures only (the reference semantics).
+USE_CODEGEN = True
+
+
+def compile_trees(trees: Mapping[str, ListNode]) -> dict[str, ex.Stmt]:
+    """Compile every template of a set once: to Python source, or else to closures."""
+    compiled: dict[str, ex.Stmt] = {}
+    for name, root in trees.items():
+        if not USE_CODEGEN:
+            compiled[name] = ex._Compiler().body(root)
+            continue
+        try:
+            compiled[name] = compile_tree(root)
+        except (SyntaxError, RecursionError, MemoryError):
+            # deeper nesting than Python's compiler takes: the closures have no such limit
+            compiled[name] = ex._Compiler().body(root)
+    return compiled

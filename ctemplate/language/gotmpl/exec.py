@@ -60,7 +60,7 @@ from .nodes import (
     WithNode,
 )
 
-__all__ = ["MAX_DEPTH", "StrMap", "attribute_allowed", "compile_trees", "run"]
+__all__ = ["MAX_DEPTH", "StrMap", "attribute_allowed", "run"]
 
 #: Nested {{template}} calls allowed (Go allows 100000; Python's stack is smaller).
 MAX_DEPTH = 100
@@ -975,27 +975,6 @@ _BUILTIN_CMDS: dict[str, _BuiltinCmd] = {
 
 
 # --- entry points -------------------------------------------------------------------------------
-
-
-#: Compile trees to Python source (fast); False: closures only (the reference semantics).
-USE_CODEGEN = True
-
-
-def compile_trees(trees: Mapping[str, ListNode]) -> dict[str, Stmt]:
-    """Compile every template of a set once: to Python source, or else to closures."""
-    from .codegen import compile_tree
-
-    compiled: dict[str, Stmt] = {}
-    for name, root in trees.items():
-        if not USE_CODEGEN:
-            compiled[name] = _Compiler().body(root)
-            continue
-        try:
-            compiled[name] = compile_tree(root)
-        except (SyntaxError, RecursionError, MemoryError):
-            # deeper nesting than Python's compiler takes: the closures have no such limit
-            compiled[name] = _Compiler().body(root)
-    return compiled
 
 
 def run(
