@@ -146,12 +146,12 @@ class _Unsupported(Exception):
         self.message = message
 
 
-def _kind(node: n.Node | None) -> str:
+def _kind(node: n.Node | None, ranged: bool = False) -> str:
     """ "map", "list", "bool" or "" (unknown) for the value of a pipeline or operand."""
     if isinstance(node, n.PipeNode):
         if not node.cmds:
             return ""
-        return _kind(node.cmds[-1])
+        return _kind(node.cmds[-1], ranged)
     if isinstance(node, n.CommandNode) and node.args:
         first = node.args[0]
         if isinstance(first, n.IdentifierNode):
@@ -168,6 +168,20 @@ def _kind(node: n.Node | None) -> str:
             return _kind(first)
         if isinstance(first, n.BoolNode):
             return "bool"
+        fields = (
+            first.ident
+            if isinstance(first, n.FieldNode)
+            else first.ident[1:]
+            if isinstance(first, n.VariableNode)
+            else first.fields
+            if isinstance(first, n.ChainNode)
+            else []
+        )
+        if ranged and fields and len(node.args) == 1:
+            # A record's field: its maps are the metadata and tagged addresses (and .Data of
+            # parsed JSON is unknown); the others ranged over are lists (Tags, Checks, ...).
+            last = fields[-1]
+            return "map" if last.endswith(("Meta", "TaggedAddresses")) else "list"
     return ""
 
 
