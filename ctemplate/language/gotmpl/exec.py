@@ -136,7 +136,9 @@ def attribute_allowed(obj: Any, name: str) -> bool:
     """May a template read ``obj.name``? Only public dataclass fields and declared methods.
 
     Templates are untrusted: never a name starting with ``_``, never on modules, classes or
-    functions, never a method unless its class lists it in ``__go_methods__``.
+    functions, never a method unless its class lists it in ``__go_methods__``. The answer is
+    remembered per class and name (the fast paths read admitted fields without asking again),
+    so a replacement must decide by class and name, not by the instance's state.
     """
     if name.startswith("_") or isinstance(obj, type) or inspect.ismodule(obj):
         return False
