@@ -215,6 +215,7 @@ def usage() -> str:
     """The text ``ctemplate -help`` prints."""
     lines = [
         "Usage: ctemplate [flags]",
+        "       ctemplate convert FILE [-o OUT]   (a Go template rewritten as Jinja)",
         "",
         "Render files from Consul data with templates (consul-template compatible).",
         "Flags may start with - or --; values follow as -flag=value or -flag value.",
