@@ -313,3 +313,39 @@ def test_nesting_deeper_than_python_blocks_falls_back_to_closures() -> None:
     assert parse(text, "t").execute(data, {}) == "x"
     text = "{{ if .t }}" * depth + "{{ .v }}" + "{{ end }}" * depth
     assert parse(text, "t").execute({"t": True, "v": 7}, {}) == "7"
+
+
+def test_execute_template_runs_a_define_of_the_same_set_from_a_function() -> None:
+    from ctemplate.language.gotmpl import execute_template
+
+    def execute(name: str, *data: Any) -> str:  # consul-template's executeTemplate
+        return execute_template(name, data[0] if data else None)
+
+    funcs = {"executeTemplate": execute, "guard": lambda: (_ for _ in ()).throw(Stop("stop"))}
+    text = (
+        '{{ define "custom" }}[{{ . }}{{ upper "x" }}]{{ end }}'
+        '{{ $v := 1 }}{{ executeTemplate "custom" }}{{ executeTemplate "custom" "dot" | len }}'
+    )
+    funcs["upper"] = lambda s: s.upper()
+    assert parse(text, "t", funcs=funcs).execute(None, funcs) == "[<no value>X]6"
+
+    t = parse(
+        '{{ define "bad" }}\n{{ guard }}{{ end }}{{ executeTemplate "bad" }}', "t", funcs=funcs
+    )
+    with pytest.raises(GoTemplateError) as info:
+        t.execute(None, funcs)
+    assert str(info.value) == (
+        't:2:23: executing "t" at <executeTemplate "bad">: error calling executeTemplate: '
+        't:2:3: executing "bad" at <guard>: error calling guard: stop'
+    )
+    assert isinstance(info.value.cause, Stop)  # the root cause, through the nesting
+
+    loop = parse(
+        '{{ define "L" }}{{ executeTemplate "L" }}{{ end }}{{ template "L" }}', "t", funcs=funcs
+    )
+    with pytest.raises(GoTemplateError, match=r"exceeded maximum template depth \(100\)"):
+        loop.execute(None, funcs)
+    with pytest.raises(GoTemplateError, match='no template "nope" associated with template "t"'):
+        parse('{{ executeTemplate "nope" }}', "t", funcs=funcs).execute(None, funcs)
+    with pytest.raises(RuntimeError):
+        execute_template("custom")

@@ -18,6 +18,9 @@ API (used by :mod:`ctemplate.language.go` and ``ctemplate convert``)::
   0-based); execution errors read ``name:line:col: executing "T" at <node>: what``. An exception
   raised by a function is wrapped as ``error calling NAME: its message`` and chained
   (``__cause__``, also ``.cause``), so a deliberate stop keeps its type one level down.
+* :func:`execute_template` (``name, data=None``), called by a template function while a
+  template runs, executes another template of the same set with the same functions and
+  options and returns its output: consul-template's ``executeTemplate``.
 * The parse tree is public: :attr:`GoTemplate.trees` maps each template name to its
   :class:`.nodes.ListNode`; :meth:`GoTemplate.lookup` returns one.
 
@@ -70,7 +73,7 @@ from typing import Any
 from . import nodes
 from .codegen import compile_trees
 from .errors import GoTemplateError
-from .exec import Stmt, StrMap, attribute_allowed, run
+from .exec import Stmt, StrMap, attribute_allowed, execute_template, run
 from .fmt import NO_VALUE, sprint, sprintf, sprintln
 from .parse import BUILTINS, parse_trees
 
@@ -81,6 +84,7 @@ __all__ = [
     "GoTemplateError",
     "StrMap",
     "attribute_allowed",
+    "execute_template",
     "nodes",
     "parse",
     "sprint",

@@ -29,6 +29,7 @@ import dataclasses
 import inspect
 import re
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from . import builtins as bi
@@ -60,7 +61,7 @@ from .nodes import (
     WithNode,
 )
 
-__all__ = ["MAX_DEPTH", "StrMap", "attribute_allowed", "run"]
+__all__ = ["MAX_DEPTH", "StrMap", "attribute_allowed", "execute_template", "run"]
 
 #: Nested {{template}} calls allowed (Go allows 100000; Python's stack is smaller).
 MAX_DEPTH = 100
@@ -90,10 +91,22 @@ class _ExecError(Exception):
         self.tmpl = tmpl
         self.node = node
         self.msg = msg
+        self.root: BaseException | None = None  # what a function raised, if that is the cause
 
 
 class _State:
-    __slots__ = ("check", "depth", "funcs", "missing_error", "out", "tmpl", "trees", "vars")
+    __slots__ = (
+        "check",
+        "depth",
+        "funcs",
+        "missing_error",
+        "out",
+        "source",
+        "text",
+        "tmpl",
+        "trees",
+        "vars",
+    )
 
     def __init__(
         self,
@@ -110,6 +123,8 @@ class _State:
         self.check = check
         self.tmpl = ""
         self.depth = 0
+        self.text = ""
+        self.source = ""
 
     def fail(self, node: Node | None, msg: str) -> _ExecError:
         return _ExecError(self.tmpl, node, msg)
@@ -220,12 +235,12 @@ def _call(
             args[i] = None
     try:
         return fn(*args)
-    except (GoTemplateError, _ExecError, _Break, _Continue):
-        raise
-    except RecursionError:
+    except (_ExecError, _Break, _Continue, RecursionError):
         raise
     except Exception as exc:
         err = st.fail(cmd, f"error calling {name}: {exc}")
+        # a nested execution's error (execute_template) brings its own root cause along
+        err.root = exc.cause if isinstance(exc, GoTemplateError) and exc.cause else exc
         raise err from exc
 
 
@@ -979,6 +994,9 @@ _BUILTIN_CMDS: dict[str, _BuiltinCmd] = {
 # --- entry points -------------------------------------------------------------------------------
 
 
+_CURRENT: ContextVar[_State | None] = ContextVar("gotmpl_current", default=None)
+
+
 def run(
     compiled: Mapping[str, Stmt],
     text: str,
@@ -1001,29 +1019,69 @@ def run(
             phase="execute",
         )
     st = _State(compiled, funcs, missing_key_error, check)
+    st.text, st.source = text, source_name
+    return _run(st, fn, name, data)
+
+
+def _run(st: _State, fn: Stmt, name: str, data: Any) -> str:
     st.tmpl = name
     dot = NO_VALUE if data is None else data
     st.vars = [["$", dot]]
+    token = _CURRENT.set(st)
     try:
         fn(st, dot)
     except _ExecError as exc:
-        raise _to_error(exc, text, source_name) from exc.__cause__
+        raise _to_error(exc, st.text, st.source) from exc.__cause__
     except RecursionError:
         raise GoTemplateError(
-            source_name,
+            st.source,
             0,
             0,
             f"exceeded maximum template depth ({MAX_DEPTH})",
             phase="execute",
         ) from None
+    finally:
+        _CURRENT.reset(token)
     return "".join(st.out)
+
+
+def execute_template(name: str, data: Any = None) -> str:
+    """Run template ``name`` of the set being executed, from inside a template function.
+
+    Go's ``Template.ExecuteTemplate`` on the same set (what consul-template's
+    ``executeTemplate`` does): the same functions and options, ``data`` as dot and ``$``, none of
+    the caller's variables; it returns the output. Nested runs count toward MAX_DEPTH. Errors
+    are GoTemplateError (the calling action reports them as ``error calling ...``).
+    """
+    st = _CURRENT.get()
+    if st is None:
+        raise RuntimeError("execute_template is only for functions called by a Go template")
+    fn = st.trees.get(name)
+    if fn is None:
+        raise GoTemplateError(
+            st.source,
+            0,
+            0,
+            f"no template {go_quote(name)} associated with template {go_quote(st.tmpl)}",
+            phase="execute",
+        )
+    if st.depth >= MAX_DEPTH:
+        raise GoTemplateError(
+            st.source, 0, 0, f"exceeded maximum template depth ({MAX_DEPTH})", phase="execute"
+        )
+    if st.check is not None:
+        st.check()
+    sub = _State(st.trees, st.funcs, st.missing_error, st.check)
+    sub.text, sub.source, sub.depth = st.text, st.source, st.depth + 1
+    return _run(sub, fn, name, data)
 
 
 def _to_error(exc: _ExecError, text: str, source_name: str) -> GoTemplateError:
     node = exc.node
+    cause = exc.root if exc.root is not None else exc.__cause__
     if node is None:
-        return GoTemplateError(source_name, 0, 0, exc.msg, phase="execute")
+        return GoTemplateError(source_name, 0, 0, exc.msg, phase="execute", cause=cause)
     line, col = location(text, node.pos)
     context = str(node)
     detail = f"executing {go_quote(exc.tmpl)} at <{context}>: {exc.msg}"
-    return GoTemplateError(source_name, line, col, detail, phase="execute", cause=exc.__cause__)
+    return GoTemplateError(source_name, line, col, detail, phase="execute", cause=cause)
