@@ -119,7 +119,7 @@ def eq(arg1: Any, *arg2: Any) -> bool:
                 if not _comparable(v):
                     raise BuiltinError(f"non-comparable type {sprintf('%s', [v])}: {type_name(v)}")
             if type(arg1) is not type(arg):
-                raise _incompatible(arg1, arg)
+                continue  # values of different (comparable) types are simply not equal
         if arg1 == arg:
             return True
     return False
