@@ -175,8 +175,6 @@ def _parse_float(text: str) -> float | None:
         else:
             if body[:1] == "_" or body.endswith("_") or "__" in body or "_." in body:
                 return None
-            if ".e" in body.lower() and False:  # pragma: no cover - kept simple
-                return None
             f = float(t)
     except (ValueError, OverflowError):
         return None
@@ -428,7 +426,6 @@ class _Tree:
                 break
             self.next_non_space()
             v_index = self.p.index - 1
-            after = self.peek()
             nxt = self.peek_non_space()
             if nxt.kind in (Kind.ASSIGN, Kind.DECLARE):
                 pipe.is_assign = nxt.kind == Kind.ASSIGN
@@ -450,7 +447,6 @@ class _Tree:
                 raise self.errorf(f"too many declarations in {context}")
             else:
                 # "$x foo" or "$x.A": $x is an operand, not a declaration; put it back.
-                del after
                 self.p.index = v_index
             break
         while True:
