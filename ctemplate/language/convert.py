@@ -6,7 +6,9 @@ is meant for ctemplate's default Jinja settings (``trim_blocks`` and ``lstrip_bl
 block tag that starts a line after indentation is written ``{%+ ... %}`` and one followed by a
 newline ``{% ... +%}``: those two markers switch the trimming off for that tag only, and
 the output keeps Go's bytes without changing any setting. Go's own trim markers (``{{-``,
-``-}}``) have already removed their whitespace in the parse tree, so no ``-`` is needed.
+``-}}``) have already removed their whitespace in the parse tree, so no ``-`` is needed. A tag
+that starts a line and is not followed by a newline in Go's output gets a newline of its own,
+which ``trim_blocks`` removes again: one tag per line, as Jinja is usually written.
 
 What Jinja cannot say the same way is reported with its line and left in the output as a
 comment ``{# convert: line N: ... #}`` with the Go text, so the Jinja file still compiles and
@@ -221,9 +223,14 @@ class _Converter:
     def _tag(self, open_: str, body: str, close: str, following: str) -> None:
         # lstrip_blocks would strip the indentation before a tag that starts its line, and
         # trim_blocks the newline after it: "+" keeps both, as Go does.
-        plus_start = "+" if self.tail and not self.tail.strip() else ""
+        starts_line = not self.tail.strip()
+        plus_start = "+" if self.tail and starts_line else ""
         plus_end = "+" if following.startswith("\n") else ""
         self.emit(f"{open_}{plus_start} {body} {plus_end}{close}")
+        if starts_line and not plus_end:
+            # A tag alone at the start of its line gets a line of its own: trim_blocks drops
+            # this newline, so the output is unchanged and the Jinja reads as usual.
+            self.emit("\n")
 
     def block(self, body: str, following: str) -> None:
         """A ``{% body %}`` tag; ``following`` is the output right after it."""
