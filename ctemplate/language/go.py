@@ -125,6 +125,13 @@ def improve(message: str, funcs: list[str]) -> str:
     return message
 
 
+_EXECUTE_TEMPLATE_DEPTH = 50
+_TOO_DEEP = (
+    f"executeTemplate nested more than {_EXECUTE_TEMPLATE_DEPTH} deep "
+    "(does a template execute itself?)"
+)
+
+
 def _denied(name: str, pattern: str) -> Callable[..., Any]:
     def denied(*args: Any, **kwargs: Any) -> Any:
         raise TemplateError(f"{name} is disabled by function_denylist (pattern {pattern!r})")
@@ -178,6 +185,9 @@ class GoCompiledTemplate:
 
         if isinstance(exc, GoTemplateError):
             message = improve(str(exc), list(self._funcs))
+            if message.endswith(_TOO_DEEP):  # one line, not one per level
+                outer, _, _ = message.partition(" error calling executeTemplate: ")
+                message = f"{outer} {_TOO_DEEP}"
         elif isinstance(exc, CtemplateError):
             message = f"{self.name}: {exc}"
         else:
@@ -215,18 +225,25 @@ class GoTemplateEngine:
         right = tc.right_delimiter or self._config.default_right_delimiter or "}}"
         funcs = self.funcs(tc)
         holder: list[Any] = []
+        depth = [0]
 
         def execute_template(template_name: str, data: Any = None) -> str:
             """consul-template's ``executeTemplate "name" [data]``: a define's output as a
             value (Go syntax only: Jinja has macros)."""
-            return str(
-                holder[0].execute(
-                    data,
-                    funcs,
-                    missing_key_error=tc.error_on_missing_key,
-                    template=str(template_name),
+            if depth[0] >= _EXECUTE_TEMPLATE_DEPTH:
+                raise TemplateError(_TOO_DEEP)
+            depth[0] += 1
+            try:
+                return str(
+                    holder[0].execute(
+                        data,
+                        funcs,
+                        missing_key_error=tc.error_on_missing_key,
+                        template=str(template_name),
+                    )
                 )
-            )
+            finally:
+                depth[0] -= 1
 
         if not any(fnmatchcase("executeTemplate", p) for p in tc.function_denylist):
             funcs["executeTemplate"] = execute_template

@@ -144,3 +144,14 @@ def test_front_end_by_syntax(tmp_path: Path) -> None:
         engines.load(TemplateConfig(destination="o", source=str(tmp_path / "no.ctmpl"), origin="x"))
     assert str(info.value) == f"x: source '{tmp_path}/no.ctmpl' does not exist; check the path"
     assert os.path.exists(tmp_path / "a.ctmpl")
+
+
+def test_execute_template_and_its_depth_limit(tmp_path: Path) -> None:
+    assert _run('{{ define "a" }}<{{ . }}>{{ end }}{{ executeTemplate "a" 3 }}', tmp_path) == "<3>"
+    got = _run(
+        '{{ define "a" }}{{ executeTemplate "a" }}{{ end }}{{ executeTemplate "a" }}', tmp_path
+    )
+    assert got == (
+        f'ERROR {tmp_path}/t.ctmpl:1:53: executing "{tmp_path}/t.ctmpl" at <executeTemplate "a">:'
+        " executeTemplate nested more than 50 deep (does a template execute itself?)"
+    )
