@@ -9,8 +9,8 @@ the delimiters of the template block.
 
 As in consul-template, the template is executed with no data (``.`` is nil): everything comes
 from functions. Errors name the file, line and column, and suggest the nearest name that is
-valid in Go syntax: ``sample.conf.ctmpl:3:14: HealthService has no field "Adress" (did you mean
-"Address"?)``.
+valid in Go syntax: ``sample.conf.ctmpl:3:13: executing "sample.conf.ctmpl" at <.Adress>: can't
+evaluate field Adress in type main.HealthService (did you mean "Address"?)``.
 """
 
 from __future__ import annotations
