@@ -104,6 +104,11 @@ KNOWN_DIFFERENCES = {
     "-{{range .}}{{.Method1 1234}}{{end}}-": (
         't:1:14: executing "t" at <.Method1>: can\'t evaluate field Method1 in type float64'
     ),
+    # An empty Python list has no element type to name: []interface {} where Go says []string.
+    "{{ .empty | eq (.st.Tags) }}": (
+        't:1:12: executing "t" at <eq (.st.Tags)>: error calling eq: '
+        "non-comparable type []: []interface {}"
+    ),
     "{{ 3 | upper }}": (
         't:1:7: executing "t" at <upper>: error calling upper: '
         "'int' object has no attribute 'upper'"

@@ -115,7 +115,7 @@ def eq(arg1: Any, *arg2: Any) -> bool:
         if k1 == "invalid":
             return True
         if k1 == "other":
-            for v in (arg1, arg):
+            for v in (arg,):  # Go checks the later operand only
                 if not _comparable(v):
                     raise BuiltinError(f"non-comparable type {sprintf('%s', [v])}: {type_name(v)}")
             if type(arg1) is not type(arg):

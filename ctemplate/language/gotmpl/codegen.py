@@ -74,14 +74,6 @@ def _variable(st: Any, node: Node, name: str) -> Any:
     raise st.fail(node, f"undefined variable: {name}")
 
 
-def _call_func(st: Any, cmd: Node, ident: Node, name: str, args: list[Any]) -> Any:
-    """A call of a function that is not a builtin name (or a builtin shadowed by funcs)."""
-    fn = st.funcs.get(name)
-    if fn is None:
-        raise st.fail(ident, f'"{name}" is not a defined function')
-    return ex._call(st, cmd, ident, name, fn, args)
-
-
 def _range_items(st: Any, at: Node, val: Any, two: bool, indexed: bool) -> Any:
     """What a range iterates, or None when there is nothing.
 
@@ -208,7 +200,7 @@ class _Gen:
         outer = self.new("m")
         self.emit(ind, f"{outer} = len(vs)")
         val = self.pipe(node.pipe, dot, ind)
-        at = self.const(node.pipe.cmds[-1].args[-1])
+        at = self.const(ex.last_evaluated(node.pipe))
         ndecl = len(node.pipe.decl)
         items = self.new("it")
         indexed = ndecl > 1
@@ -269,7 +261,7 @@ class _Gen:
                 self.emit(ind, f"if {v} is None: {v} = NOVALUE")
             final = v
         if pipe.decl:
-            last = self.const(pipe.cmds[-1].args[-1])
+            last = self.const(ex.last_evaluated(pipe))
             for var in pipe.decl:
                 name = var.ident[0]
                 if pipe.is_assign:
@@ -288,10 +280,12 @@ class _Gen:
             n = len(cmd.args) - 1 + (final is not None)
             c, i = self.const(cmd), self.const(first)
             if name not in ex._BUILTIN_CMDS:
+                fn = self.new("f")  # looked up and its arity checked before the arguments
+                self.emit(ind, f"{fn} = LOOKUP(st, {i}, {name!r}, {n})")
                 args = self.args(cmd.args[1:], dot, ind)
                 if final is not None:
                     args.append(final)
-                return f"CALLF(st, {c}, {i}, {name!r}, [{', '.join(args)}])"
+                return f"INVOKE(st, {c}, {name!r}, {fn}, [{', '.join(args)}])"
             if name in ("and", "or") and n > 0:
                 return self.and_or(cmd, dot, final, ind, fallback)
             spec = ex.BUILTIN_SPECS.get(name)
@@ -426,7 +420,8 @@ def compile_tree(root: ListNode) -> Callable[[Any, Any], None]:
         "GF": _get_field,
         "CHAIN": ex._chain,
         "VAR": _variable,
-        "CALLF": _call_func,
+        "LOOKUP": ex._lookup,
+        "INVOKE": ex._invoke,
         "RANGE": _range_items,
         "BUILTIN": ex.run_builtin,
         "SPRINTF": _sprintf,

@@ -220,16 +220,33 @@ def _arity(fn: Callable[..., Any]) -> tuple[int, int | None]:
     return result
 
 
-def _call(
-    st: _State, cmd: Node, ident: Node, name: str, fn: Callable[..., Any], args: list[Any]
-) -> Any:
+def _lookup(st: _State, ident: Node, name: str, n: int) -> Callable[..., Any]:
+    """The function ``name`` for a call with ``n`` arguments (Go checks the count first)."""
+    fn = st.funcs.get(name)
+    if fn is None:
+        raise st.fail(ident, f"{go_quote(name)} is not a defined function")
+    _check_arity(st, ident, name, fn, n)
+    return fn
+
+
+def _check_arity(st: _State, ident: Node, name: str, fn: Callable[..., Any], n: int) -> None:
     lo, hi = _arity(fn)
-    n = len(args)
     if n < lo or (hi is not None and n > hi):
         if hi is None:
             raise st.fail(ident, f"wrong number of args for {name}: want at least {lo} got {n}")
         want = str(lo) if lo == hi else f"{lo} to {hi}"
         raise st.fail(ident, f"wrong number of args for {name}: want {want} got {n}")
+
+
+def _call(
+    st: _State, cmd: Node, ident: Node, name: str, fn: Callable[..., Any], args: list[Any]
+) -> Any:
+    _check_arity(st, ident, name, fn, len(args))
+    return _invoke(st, cmd, name, fn, args)
+
+
+def _invoke(st: _State, cmd: Node, name: str, fn: Callable[..., Any], args: list[Any]) -> Any:
+    """Call a template function; its exception becomes ``error calling NAME: ...``."""
     for i, a in enumerate(args):
         if a is NO_VALUE:
             args[i] = None
@@ -242,6 +259,25 @@ def _call(
         # a nested execution's error (execute_template) brings its own root cause along
         err.root = exc.cause if isinstance(exc, GoTemplateError) and exc.cause else exc
         raise err from exc
+
+
+def last_evaluated(node: Node) -> Node:
+    """The node Go's executor visits last in evaluating ``node`` (errors after it point there)."""
+    while True:
+        if isinstance(node, PipeNode):
+            node = node.cmds[-1]
+        if isinstance(node, CommandNode):
+            first = node.args[0]
+            if isinstance(first, IdentifierNode) and len(node.args) > 1:
+                node = node.args[-1]
+                continue
+            if isinstance(first, PipeNode) and len(node.args) == 1:
+                node = first
+                continue
+            return first
+        if isinstance(node, PipeNode):
+            continue
+        return node
 
 
 def _ideal(st: _State, node: NumberNode) -> Any:
@@ -293,6 +329,10 @@ def _field(
             raise st.fail(node, f"{name} is not a method but has arguments")
         v = receiver.get(name, _MISSING)
         if v is _MISSING:
+            if receiver and not any(isinstance(k, str) for k in receiver):
+                # a map whose keys are not strings has no fields (map[int]string in Go)
+                tname = "interface {}" if iface else type_name(receiver)
+                raise st.fail(node, f"can't evaluate field {name} in type {tname}")
             if st.missing_error:
                 raise st.fail(node, f"map has no entry for key {go_quote(name)}")
             return getattr(receiver, "go_zero", zero), None
@@ -471,7 +511,7 @@ class _Compiler:
         ndecl = len(node.pipe.decl)
         assign = node.pipe.is_assign
         names = [v.ident[0] for v in node.pipe.decl]
-        at = node.pipe.cmds[-1].args[-1]  # Go reports the last node evaluated
+        at = last_evaluated(node.pipe)  # Go reports the last node evaluated
 
         def run_range(st: _State, dot: Any) -> None:
             outer = len(st.vars)
@@ -592,7 +632,7 @@ class _Compiler:
         if not names:
             return value_of
 
-        last = pipe.cmds[-1].args[-1]  # Go reports the last node evaluated
+        last = last_evaluated(pipe)  # Go reports the last node evaluated
 
         def eval_decl(st: _State, dot: Any) -> Any:
             v = value_of(st, dot)
@@ -778,19 +818,18 @@ class _Compiler:
                 if builtin is None:
                     raise st.fail(ident, f"{go_quote(name)} is not a defined function")
                 return builtin(st, cmd, ident, dot, argfs, final)
+            _check_arity(st, ident, name, fn, nargs + (final is not _MISSING))
             args = [f(st, dot) for f in argfs]
             if final is not _MISSING:
                 args.append(final)
-            return _call(st, cmd, ident, name, fn, args)
+            return _invoke(st, cmd, name, fn, args)
 
         if nargs == 0 and builtin is None:
 
             def eval_call0(st: _State, dot: Any, final: Any) -> Any:
-                fn = st.funcs.get(name)
-                if fn is None:
-                    raise st.fail(ident, f"{go_quote(name)} is not a defined function")
                 args = [] if final is _MISSING else [final]
-                return _call(st, cmd, ident, name, fn, args)
+                fn = _lookup(st, ident, name, len(args))
+                return _invoke(st, cmd, name, fn, args)
 
             return eval_call0
         return eval_call

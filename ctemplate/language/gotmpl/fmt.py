@@ -89,15 +89,12 @@ def type_name(v: Any) -> str:
     if isinstance(v, bytes | bytearray):
         return "[]uint8"
     if isinstance(v, list | tuple):
-        if v and all(type(e) is str for e in v):
-            return "[]string"
-        return "[]interface {}"
+        # a slice of one element type is typed ([]string, []main.S), a mixed one []interface {}
+        return "[]" + _element_type(v)
     if isinstance(v, dict):
-        if v and all(type(k) is str for k in v):
-            if all(type(e) is str for e in v.values()):
-                return "map[string]string"
-            return "map[string]interface {}"
-        return "map[interface {}]interface {}" if v else "map[string]interface {}"
+        # typed by its contents, as a record's dict[str, str] is a map[string]string in Go
+        keys = _element_type(v.keys()) if v else "string"
+        return f"map[{keys}]{_element_type(v.values())}"
     if isinstance(v, str):
         return "string"
     if isinstance(v, bool):
@@ -111,6 +108,23 @@ def type_name(v: Any) -> str:
     if callable(v):
         return "func"
     return t.__name__
+
+
+def _element_type(items: Any) -> str:
+    first: Any = _NOTHING
+    for e in items:
+        if first is _NOTHING:
+            first = type(e)
+        elif type(e) is not first:
+            return "interface {}"
+    if first is _NOTHING or first is type(None):
+        return "interface {}"
+    for e in items:
+        return type_name(e)
+    return "interface {}"
+
+
+_NOTHING: Any = object()
 
 
 # --- map key order (internal/fmtsort) -----------------------------------------------------------
@@ -587,8 +601,7 @@ class _Printer:
         else:
             self.buf.append(type_name(arg) + "=")
             saved = self._save()
-            self.clear_flags()
-            self.print_arg(arg, "v")
+            self.print_arg(arg, "v")  # with the verb's flags, as Go does (%!f(string=   he))
             self._restore(saved)
         self.buf.append(")")
 
