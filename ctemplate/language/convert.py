@@ -198,6 +198,19 @@ class _Converter:
         self.loop_depth = 0
         self.tail = ""  # the Jinja output on the current line so far
         self.assigned: set[str] = set()  # Go variables assigned with "=": Jinja namespaces
+        self.macros: dict[str, str] = {}  # {{define}} name -> Jinja macro name
+
+    def macro(self, name: str, tree: n.ListNode, following: str) -> None:
+        """A ``{{define}}`` as a Jinja macro of one argument, Go's dot."""
+        self.block(f"macro {self.macros[name]}(dot)", _first_text(tree))
+        self.dots.append("dot")
+        self.vars.append({"$": "dot"})
+        try:
+            self.body(tree, "")
+        finally:
+            self.vars.pop()
+            self.dots.pop()
+        self.block("endmacro", following)
 
     def emit(self, piece: str) -> None:
         self.out.append(piece)
@@ -436,7 +449,11 @@ class _Converter:
         elif isinstance(node, n.ContinueNode):
             self.block("continue", following)
         elif isinstance(node, n.TemplateNode):
-            raise _Unsupported("{{template}} (write the shared part as a Jinja macro)")
+            macro = self.macros.get(node.name)
+            if macro is None:
+                raise _Unsupported(f"{{{{template}}}} of an undefined template {node.name!r}")
+            arg = _bare(self.pipe(node.pipe)) if node.pipe is not None else "none"
+            self.emit("{{ " + f"{macro}({arg})" + " }}")
         else:
             raise _Unsupported(type(node).__name__)
 
@@ -663,10 +680,23 @@ def _assigned(node: Any) -> Iterator[str]:
             yield from (v.ident[0] for v in item.pipe.decl)
 
 
-def convert(tree: n.ListNode, source: str) -> ConvertResult:
-    """The Jinja text of a parsed Go template, and what could not be converted."""
+def convert(
+    tree: n.ListNode, source: str, defines: dict[str, n.ListNode] | None = None
+) -> ConvertResult:
+    """The Jinja text of a parsed Go template, and what could not be converted.
+
+    ``defines``: its ``{{define}}``/``{{block}}`` templates, written first as Jinja macros.
+    """
     converter = _Converter(source)
-    converter.assigned = set(_assigned(tree))
+    defines = defines or {}
+    for node in (tree, *defines.values()):
+        converter.assigned |= set(_assigned(node))
+    for name in defines:
+        converter.macros[name] = converter.fresh("tmpl_" + re.sub(r"\W", "_", name))
+    names = list(defines)
+    for i, name in enumerate(names):
+        following = "" if i + 1 < len(names) else _first_text(tree)
+        converter.macro(name, defines[name], following)
     converter.body(tree, "")
     return ConvertResult("".join(converter.out), sorted(converter.problems, key=lambda p: p.line))
 
@@ -680,14 +710,5 @@ def convert_text(text: str, name: str, *, left: str = "{{", right: str = "}}") -
     from .gotmpl.parse import parse_trees
 
     trees = parse_trees(text, name, left=left, right=right, funcs=REGISTRY.keys())
-    result = convert(trees[name], text)
-    for other, tree in trees.items():
-        if other != name:
-            result.problems.insert(
-                0,
-                Problem(
-                    tree.line,
-                    f"{{{{define {json.dumps(other)}}}}}: not converted; write it as a Jinja macro",
-                ),
-            )
-    return result
+    defines = {k: v for k, v in trees.items() if k != name}
+    return convert(trees[name], text, defines)

@@ -84,3 +84,19 @@ def test_convert_to_stdout_and_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     assert capsys.readouterr().err.startswith(f"ctemplate: error: convert: {src}:1:")
     assert main(["convert"]) == 13
     assert main(["convert", str(tmp_path / "missing.ctmpl")]) == 14
+
+
+@pytest.mark.parametrize(
+    "go",
+    [
+        '{{ define "row" }}<{{ . }}>{{ end }}a {{ template "row" 1 }}{{ template "row" "x" }}\n',
+        '{{ define "n" }}\n  {{ $ }} in {{ . | toUpper }}\n{{ end }}{{ range split "," "a,b" }}'
+        '{{ template "n" . }}{{ end }}end\n',
+        '{{ block "b" "dflt" }}[{{ . }}]{{ end }}\n{{ template "b" "x" }}\n',
+    ],
+)
+def test_defines_become_macros(go: str) -> None:
+    result = convert_text(go, "t.ctmpl")
+    assert result.problems == []
+    assert "{% macro tmpl_" in result.text
+    assert _render(result.text, "jinja") == _render(go, "go")
