@@ -42,6 +42,8 @@ _MAP_FUNCS = frozenset(
         "mergeMapWithOverride",
     }
 )
+# Functions whose value may be a map or a list: printing it directly differs from Go.
+_ANY_FUNCS = frozenset({"parseJSON", "parseYAML", "explode", "explodeMap"})
 # Functions whose value is a list (or a range).
 _LIST_FUNCS = frozenset(
     {
@@ -170,6 +172,8 @@ def _kind(node: n.Node | None, ranged: bool = False) -> str:
             return _kind(first)
         if isinstance(first, n.BoolNode):
             return "bool"
+        if isinstance(first, n.ChainNode) and str(first.node) == "scratch" and first.fields:
+            return {"Key": "bool", "MapValues": "list"}.get(first.fields[-1], "")
         fields = (
             first.ident
             if isinstance(first, n.FieldNode)
@@ -227,7 +231,7 @@ class _Converter:
             text, tail = text[:-1], "{"
         for piece in [*re.split(r"(\{\{|\{%|\{#)", text), tail]:
             if piece in ("{{", "{%", "{#"):
-                self.emit("{{ " + json.dumps(piece) + " }}")
+                self.emit("{{ " + _literal(piece) + " }}")
             elif piece == "{" and piece is tail:
                 self.emit('{{ "{" }}')
             elif piece:
@@ -304,7 +308,7 @@ class _Converter:
         if isinstance(node, n.DotNode):
             return self.dot()
         if isinstance(node, n.StringNode):
-            return json.dumps(node.text)
+            return _literal(node.text)
         if isinstance(node, n.NumberNode):
             if node.is_int or node.is_uint:
                 return str(node.int_value)
@@ -339,6 +343,12 @@ class _Converter:
                 args.append(piped)
             return self.call(first.name, args)
         if rest or piped is not None:
+            if isinstance(first, n.ChainNode | n.FieldNode | n.VariableNode):
+                # A method call: scratch.Set "a" 1 -> scratch().Set("a", 1).
+                args = [self.operand(a) for a in rest]
+                if piped is not None:
+                    args.append(piped)
+                return f"{self.operand(first)}({', '.join(args)})"
             raise _Unsupported("arguments after a value that is not a function")
         return self.operand(first)
 
@@ -370,7 +380,7 @@ class _Converter:
             verbs = _PRINTF_ANY.findall(fmt)
             if all(_PRINTF_OK.fullmatch(v) for v in verbs):
                 if len(args) == 1:
-                    return json.dumps(fmt.replace("%%", "%"))
+                    return _literal(fmt.replace("%%", "%"))
                 return f"{args[0]} | format({', '.join(args[1:])})"
             raise _Unsupported("printf verbs without a Jinja equivalent (%v %q %t ...)")
         if name == "html" and len(args) == 1:
@@ -388,7 +398,7 @@ class _Converter:
             return f"{name}()"
         subject, others = args[-1], args[:-1]
         if f.filter() is not None:
-            if " " in subject and not subject.startswith("("):
+            if not _atomic(subject.replace(" | ", "|")):  # a filter chain needs no parentheses
                 subject = f"({subject})"
             return f"{subject} | {name}({', '.join(others)})" if others else f"{subject} | {name}"
         return f"{name}({', '.join([subject, *others])})"
@@ -486,6 +496,8 @@ class _Converter:
             return
         elif kind in ("list", "map"):
             raise _Unsupported(f"printing a {kind} (Go prints [a b] / map[k:v])")
+        elif pipe.cmds and _first_name(pipe.cmds[-1]) in _ANY_FUNCS:
+            raise _Unsupported("printing a parsed value (Go prints [a b] / map[k:v])")
         self.emit("{{ " + value + " }}")
 
     def if_(self, node: n.BranchNode, following: str, keyword: str) -> None:
@@ -593,6 +605,11 @@ class _Converter:
                 self.body(node.else_list, "")
         self.block("endif", "")
         self.block("endwith", following)
+
+
+def _literal(text: str) -> str:
+    """A Jinja string literal of ``text`` (characters outside the BMP kept as they are)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _atomic(expr: str) -> bool:

@@ -40,6 +40,8 @@ def _render(text: str, syntax: str) -> str:
         "{{/* a comment */}}\n  {{- /* trimmed */ -}}\n  kept\n",
         "{{ range $i := loop 5 }}{{ if eq $i 1 }}{{ continue }}{{ end }}{{ if eq $i 3 }}"
         "{{ break }}{{ end }}{{ $i }}{{ end }}\n",
+        '{{ scratch.Set "a" "2" }}{{ scratch.Get "a" }} {{ scratch.Key "a" }}\n',
+        '{{ "a\U0001f680 b" | toUpper }} {{ "a,b,c" | split "," | join ";" }}\n',
     ],
 )
 def test_converted_jinja_renders_the_same_bytes(go: str) -> None:
