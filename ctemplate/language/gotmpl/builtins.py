@@ -92,6 +92,16 @@ def _incompatible(a: Any, b: Any) -> BuiltinError:
     return BuiltinError(f"{_BAD_CMP}: {type_name(a)} and {type_name(b)}")
 
 
+def _go_kind(v: Any) -> str:
+    if is_struct(v):
+        return "struct"
+    if isinstance(v, list | tuple | bytes | bytearray):
+        return "slice"
+    if isinstance(v, dict):
+        return "map"
+    return type(v).__name__
+
+
 def _comparable(v: Any) -> bool:
     """Go's Comparable: not a slice or map, nor a struct holding one."""
     if isinstance(v, list | dict | bytearray | tuple) and not is_struct(v):
@@ -115,9 +125,13 @@ def eq(arg1: Any, *arg2: Any) -> bool:
         if k1 == "invalid":
             return True
         if k1 == "other":
-            for v in (arg,):  # Go checks the later operand only
-                if not _comparable(v):
-                    raise BuiltinError(f"non-comparable type {sprintf('%s', [v])}: {type_name(v)}")
+            if _go_kind(arg1) != _go_kind(arg):  # Go's canCompare: the same reflect kind
+                raise BuiltinError(
+                    f"non-comparable types {sprintf('%s', [arg1])}: {type_name(arg1)}, "
+                    f"{type_name(arg)}: {sprintf('%v', [arg])}"
+                )
+            if not _comparable(arg):  # Go checks the later operand only
+                raise BuiltinError(f"non-comparable type {sprintf('%s', [arg])}: {type_name(arg)}")
             if type(arg1) is not type(arg):
                 continue  # values of different (comparable) types are simply not equal
         if arg1 == arg:
@@ -182,8 +196,10 @@ def length(item: Any) -> int:
 
 def _index_arg(index: Any, cap: int) -> int:
     if isinstance(index, bool) or not isinstance(index, int):
-        if index is None or index is NO_VALUE:
+        if index is NO_VALUE:
             raise BuiltinError("cannot index slice/array with nil")
+        if index is None:  # a nil interface, as a missing key gives
+            raise BuiltinError("cannot index slice/array with type interface {}")
         raise BuiltinError(f"cannot index slice/array with type {type_name(index)}")
     if index < 0 or index > cap:
         raise BuiltinError(f"index out of range: {index}")

@@ -347,7 +347,7 @@ class _Gen:
         if isinstance(node, DotNode):
             return dot
         if isinstance(node, NilNode):
-            return "None"
+            return "NOVALUE"  # as exec._nil
         if isinstance(node, StringNode):
             return repr(node.text)
         if isinstance(node, BoolNode):

@@ -844,7 +844,8 @@ def _dot(st: _State, dot: Any) -> Any:
 
 
 def _nil(st: _State, dot: Any) -> Any:
-    return None
+    # Go's builtins see a nil literal as no value; functions get None (see _invoke)
+    return NO_VALUE
 
 
 def _printable(st: _State, node: Node, v: Any) -> str:

@@ -89,11 +89,11 @@ def type_name(v: Any) -> str:
     if isinstance(v, bytes | bytearray):
         return "[]uint8"
     if isinstance(v, list | tuple):
-        # a slice of one element type is typed ([]string, []main.S), a mixed one []interface {}
+        # []string and []main.Record as records hold them; other lists as decoded JSON does
         return "[]" + _element_type(v)
     if isinstance(v, dict):
-        # typed by its contents, as a record's dict[str, str] is a map[string]string in Go
-        keys = _element_type(v.keys()) if v else "string"
+        # map[string]string as a record's dict[str, str]; other dicts as decoded JSON does
+        keys = _element_type(v.keys(), loose=False) if v else "string"
         return f"map[{keys}]{_element_type(v.values())}"
     if isinstance(v, str):
         return "string"
@@ -110,7 +110,11 @@ def type_name(v: Any) -> str:
     return t.__name__
 
 
-def _element_type(items: Any) -> str:
+def _element_type(items: Any, loose: bool = True) -> str:
+    """The element type of a collection: one string or record type, else interface {}.
+
+    ``loose=False`` (map keys): any single basic type counts (map[int]string).
+    """
     first: Any = _NOTHING
     for e in items:
         if first is _NOTHING:
@@ -118,6 +122,8 @@ def _element_type(items: Any) -> str:
         elif type(e) is not first:
             return "interface {}"
     if first is _NOTHING or first is type(None):
+        return "interface {}"
+    if loose and first is not str and not dataclasses.is_dataclass(first):
         return "interface {}"
     for e in items:
         return type_name(e)
