@@ -84,15 +84,10 @@ def _data(compiled: Compiled) -> Mapping[str, Any]:
     raise RuntimeError("the template never completed")
 
 
-def _median_ms(compiled: Compiled, data: Mapping[str, Any], rounds: int) -> tuple[float, str]:
-    times = []
-    text = ""
-    for _ in range(rounds):
-        start = time.perf_counter()
-        execution = compiled.execute(data)
-        times.append((time.perf_counter() - start) * 1000)
-        text = execution.text or ""
-    return statistics.median(times), text
+def _time_ms(compiled: Compiled, data: Mapping[str, Any]) -> tuple[float, str]:
+    start = time.perf_counter()
+    execution = compiled.execute(data)
+    return (time.perf_counter() - start) * 1000, execution.text or ""
 
 
 def main() -> None:
@@ -105,8 +100,15 @@ def main() -> None:
         go = engines.load(TemplateConfig(destination="o", contents=go_text, syntax="go"))
         jinja = engines.load(TemplateConfig(destination="o", contents=jinja_text))
         data = {**_data(go), **_data(jinja)}
-        go_ms, go_out = _median_ms(go, data, args.rounds)
-        jinja_ms, jinja_out = _median_ms(jinja, data, args.rounds)
+        # Interleaved, so that a busy moment of the machine hits both alike.
+        go_times, jinja_times = [], []
+        go_out = jinja_out = ""
+        for _ in range(args.rounds):
+            ms, go_out = _time_ms(go, data)
+            go_times.append(ms)
+            ms, jinja_out = _time_ms(jinja, data)
+            jinja_times.append(ms)
+        go_ms, jinja_ms = statistics.median(go_times), statistics.median(jinja_times)
         lines = go_out.count("\n")
         same = f"same {lines} lines" if go_out == jinja_out else "OUTPUTS DIFFER"
         print(f"{name:<10} {go_ms:>9.2f} {jinja_ms:>9.2f} {go_ms / jinja_ms:>8.2f}x  ({same})")
