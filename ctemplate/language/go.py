@@ -16,6 +16,7 @@ evaluate field Adress in type main.HealthService (did you mean "Address"?)``.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -29,6 +30,8 @@ from .execution import Execution, Options, Pass, current
 from .registry import REGISTRY
 
 __all__ = ["GO_BUILTINS", "GO_FUNCS", "GoCompiledTemplate", "GoTemplateEngine", "read_source"]
+
+log = logging.getLogger(__name__)
 
 # The registry, bound the Go way (subject last).
 GO_FUNCS: dict[str, Callable[..., Any]] = {name: f.go() for name, f in REGISTRY.items()}
@@ -70,6 +73,19 @@ JINJA_IN_GO: dict[str, str] = {
     "tojson": "toJSON x",
     "items": "range $k, $v := .Map",
 }
+
+
+# Jinja statements or calls, in a template read as Go.
+_JINJA_TAG = re.compile(r"\{%-?\s*(?:for|if|set|endfor|endif|macro|include|import|raw)\b")
+_JINJA_CALL = re.compile(r"\{\{-?\s*[A-Za-z_]\w*\(")
+JINJA_SYNTAX_HINT = (
+    'this looks like Jinja; set syntax = "jinja" in its template block, or name the file .j2 '
+    "(.ctmpl, .tmpl, .tpl and .gotmpl are read as Go templates)"
+)
+
+
+def looks_like_jinja(text: str) -> bool:
+    return bool(_JINJA_TAG.search(text) or _JINJA_CALL.search(text))
 
 
 def read_source(tc: TemplateConfig) -> str:
@@ -250,7 +266,18 @@ class GoTemplateEngine:
         try:
             template = parse(text, name, left=left, right=right, funcs=funcs.keys())
         except GoTemplateError as exc:
-            raise TemplateError(improve(str(exc), list(funcs))) from exc
+            message = improve(str(exc), list(funcs))
+            if looks_like_jinja(text):
+                message += f" ({JINJA_SYNTAX_HINT})"
+            raise TemplateError(message) from exc
+        if _JINJA_TAG.search(text):
+            # Go copies "{% ... %}" as text: most likely a Jinja template with a Go extension.
+            log.warning(
+                "(template) %s: contains Jinja statements ({%% ... %%}) but is read as Go "
+                "syntax; %s",
+                name,
+                JINJA_SYNTAX_HINT,
+            )
         holder.append(template)
         sandbox = os.path.realpath(tc.sandbox_path) if tc.sandbox_path else None
         return GoCompiledTemplate(

@@ -155,3 +155,19 @@ def test_execute_template_and_its_depth_limit(tmp_path: Path) -> None:
         f'ERROR {tmp_path}/t.ctmpl:1:53: executing "{tmp_path}/t.ctmpl" at <executeTemplate "a">:'
         " executeTemplate nested more than 50 deep (does a template execute itself?)"
     )
+
+
+def test_jinja_in_a_go_file_says_which_syntax_to_set(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    hint = (
+        '(this looks like Jinja; set syntax = "jinja" in its template block, or name the file '
+        ".j2 (.ctmpl, .tmpl, .tpl and .gotmpl are read as Go templates))"
+    )
+    with pytest.raises(TemplateError) as info:
+        _load('{% for s in service("web") %}\n{{ s.Address }}\n{% endfor %}\n', tmp_path)
+    assert str(info.value).startswith(f"{tmp_path}/t.ctmpl:2:")
+    assert str(info.value).endswith(hint)
+    # Statements alone parse as Go text: loaded, with a warning.
+    _load("{% if true %}x{% endif %}\n", tmp_path)
+    assert "contains Jinja statements" in caplog.text
