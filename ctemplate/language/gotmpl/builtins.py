@@ -194,9 +194,10 @@ def length(item: Any) -> int:
     raise BuiltinError(f"len of type {type_name(item)}")
 
 
-def _index_arg(index: Any, cap: int) -> int:
+def _index_arg(index: Any, cap: int, unwrapped: bool = False) -> int:
+    """``unwrapped``: Go's index looks inside an interface first (a nil one is then nil)."""
     if isinstance(index, bool) or not isinstance(index, int):
-        if index is NO_VALUE:
+        if index is NO_VALUE or (index is None and unwrapped):
             raise BuiltinError("cannot index slice/array with nil")
         if index is None:  # a nil interface, as a missing key gives
             raise BuiltinError("cannot index slice/array with type interface {}")
@@ -215,12 +216,12 @@ def index(item: Any, *indexes: Any) -> Any:
             raise BuiltinError("index of nil pointer")
         if isinstance(item, str):
             data = item.encode("utf-8", "surrogateescape") if not item.isascii() else item
-            x = _index_arg(ix, len(data))
+            x = _index_arg(ix, len(data), True)
             if x == len(data):
                 raise BuiltinError("reflect: string index out of range")
             item = data[x] if isinstance(data, bytes) else ord(data[x])
         elif isinstance(item, list | tuple | bytes | bytearray | range) and not is_struct(item):
-            x = _index_arg(ix, len(item))
+            x = _index_arg(ix, len(item), True)
             if x == len(item):
                 raise BuiltinError("reflect: slice index out of range")
             item = item[x]

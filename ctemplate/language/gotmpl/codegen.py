@@ -58,7 +58,7 @@ def _get_field(st: Any, node: Node, receiver: Any, name: str) -> Any:
         admitted = ex._ADMITTED.get(t)
         if admitted is not None:
             kind = admitted.get(name, _MISSING)
-            if kind is not _MISSING and kind is not ex._METHOD:
+            if kind is None:  # a plain field (not a method, not a map to wrap)
                 return getattr(receiver, name)
     return ex._field(st, node, receiver, name, None, None, False)[0]
 

@@ -348,7 +348,7 @@ def _field(
         if attribute_allowed(receiver, name):
             # remembered per class, so the next read of this field takes the fast path
             _ADMITTED.setdefault(type(receiver), {})[name] = kind
-            if kind is not _METHOD:
+            if kind is None:
                 _ADMITTED_BY_NAME.setdefault(name, set()).add(type(receiver))
         else:
             kind = _MISSING
@@ -361,7 +361,11 @@ def _field(
         return _call(st, node, node, name, method, argv), None
     if args is not None:
         raise st.fail(node, f"{name} has arguments but cannot be invoked as function")
-    return getattr(receiver, name), kind
+    value = getattr(receiver, name)
+    if kind == "" and type(value) is dict:
+        # a field declared dict[str, str] is a Go map[string]string wherever it goes
+        value = StrMap(value)
+    return value, kind
 
 
 def _chain(
@@ -387,7 +391,7 @@ def _chain(
                 admitted = _ADMITTED.get(t)
                 if admitted is not None:
                     kind = admitted.get(name, _MISSING)
-                    if kind is not _MISSING and kind is not _METHOD:
+                    if kind is None:  # a plain field (not a method, not a map to wrap)
                         receiver, zero, iface = getattr(receiver, name), kind, False
                         continue
         from_map = isinstance(receiver, dict)
@@ -699,7 +703,7 @@ class _Compiler:
                         admitted = _ADMITTED.get(t)
                         if admitted is not None:
                             kind = admitted.get(name, _MISSING)
-                            if kind is not _MISSING and kind is not _METHOD:
+                            if kind is None:  # a plain field (not a method, not a map to wrap)
                                 return getattr(receiver, name)
                     return _field(st, first, receiver, name, None, None, False)[0]
                 return _chain(st, first, receiver, idents, None)
