@@ -25,8 +25,9 @@ API (used by :mod:`ctemplate.language.go` and ``ctemplate convert``)::
   :class:`.nodes.ListNode`; :meth:`GoTemplate.lookup` returns one.
 
 Data model: dicts are maps (``.key``, sorted for ``range`` and printing; a missing key is nil as
-in ``map[string]interface{}``, but ``""`` in a :class:`StrMap` or in a dataclass field annotated
-``dict[str, str]``, as in ``map[string]string``), lists/tuples slices,
+in ``map[string]interface{}``, but ``""`` in a :class:`StrMap` (any dict subclass with
+``go_zero = ""``), as in ``map[string]string``; a dataclass field annotated ``dict[str, str]``
+reads as a StrMap), lists/tuples slices,
 dataclass instances structs (public declared fields only; ``%v`` prints ``{a b}``, ``%+v``
 ``{Name:a Port:1}``), bool/int/float/complex/str the basic kinds, None nil. A method of a value
 is callable from a template only if its class lists the name in ``__go_methods__``; nothing else
@@ -48,7 +49,11 @@ reproduce them. Known differences, each for a reason:
   ``wrong number of args`` is checked from the function's signature (a ``*args`` wrapper that
   sets ``__signature__`` or ``__wrapped__`` gets it too).
 * Static types are not tracked: an error names the value's own type (``in type float64``), or
-  ``interface {}`` for a value just read from a map, where Go names the declared type.
+  ``interface {}`` for a value just read from a map, where Go names the declared type. Type
+  names (errors, ``%T``, ``%!(EXTRA ...)``) are read from contents: ``[]string``, ``[]main.S``
+  and ``map[string]string`` when every element is a string or the same record, else
+  ``interface {}`` (so an empty list is ``[]interface {}``, a decoded JSON map of strings
+  ``map[string]string``). Random templates compared with Go differ only in these names.
 * A missing key of a plain dict is nil (prints ``<no value>``), as in ``map[string]interface{}``;
   see :class:`StrMap` above for ``map[string]string``.
 * No pointers: a record inside a slice or struct prints as ``{...}``, where Go prints an
