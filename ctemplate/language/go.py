@@ -141,13 +141,6 @@ def improve(message: str, funcs: list[str]) -> str:
     return message
 
 
-_EXECUTE_TEMPLATE_DEPTH = 50
-_TOO_DEEP = (
-    f"executeTemplate nested more than {_EXECUTE_TEMPLATE_DEPTH} deep "
-    "(does a template execute itself?)"
-)
-
-
 def _denied(name: str, pattern: str) -> Callable[..., Any]:
     def denied(*args: Any, **kwargs: Any) -> Any:
         raise TemplateError(f"{name} is disabled by function_denylist (pattern {pattern!r})")
@@ -201,9 +194,10 @@ class GoCompiledTemplate:
 
         if isinstance(exc, GoTemplateError):
             message = improve(str(exc), list(self._funcs))
-            if message.endswith(_TOO_DEEP):  # one line, not one per level
-                outer, _, _ = message.partition(" error calling executeTemplate: ")
-                message = f"{outer} {_TOO_DEEP}"
+            deep = message.rfind("exceeded maximum template depth")
+            if deep >= 0:  # one line, not one "error calling executeTemplate" per level
+                outer = message.partition(" error calling executeTemplate: ")[0]
+                message = f"{outer} error calling executeTemplate: {message[deep:]}"
         elif isinstance(exc, CtemplateError):
             message = f"{self.name}: {exc}"
         else:
@@ -233,35 +227,16 @@ class GoTemplateEngine:
 
     def load(self, tc: TemplateConfig) -> GoCompiledTemplate:
         """Parse a template; a missing file or a syntax error is a TemplateError."""
-        from .gotmpl import GoTemplateError, parse
+        from .gotmpl import GoTemplateError, execute_template, parse
 
         name = self.source_name(tc)
         text = read_source(tc)
         left = tc.left_delimiter or self._config.default_left_delimiter or "{{"
         right = tc.right_delimiter or self._config.default_right_delimiter or "}}"
         funcs = self.funcs(tc)
-        holder: list[Any] = []
-        depth = [0]
-
-        def execute_template(template_name: str, data: Any = None) -> str:
-            """consul-template's ``executeTemplate "name" [data]``: a define's output as a
-            value (Go syntax only: Jinja has macros)."""
-            if depth[0] >= _EXECUTE_TEMPLATE_DEPTH:
-                raise TemplateError(_TOO_DEEP)
-            depth[0] += 1
-            try:
-                return str(
-                    holder[0].execute(
-                        data,
-                        funcs,
-                        missing_key_error=tc.error_on_missing_key,
-                        template=str(template_name),
-                    )
-                )
-            finally:
-                depth[0] -= 1
-
         if not any(fnmatchcase("executeTemplate", p) for p in tc.function_denylist):
+            # consul-template's executeTemplate "name" [data]: Go syntax only (Jinja has
+            # macros); the engine runs it inside the current execution, depth counted.
             funcs["executeTemplate"] = execute_template
         try:
             template = parse(text, name, left=left, right=right, funcs=funcs.keys())
@@ -278,7 +253,6 @@ class GoTemplateEngine:
                 name,
                 JINJA_SYNTAX_HINT,
             )
-        holder.append(template)
         sandbox = os.path.realpath(tc.sandbox_path) if tc.sandbox_path else None
         return GoCompiledTemplate(
             name,

@@ -153,7 +153,7 @@ def test_execute_template_and_its_depth_limit(tmp_path: Path) -> None:
     )
     assert got == (
         f'ERROR {tmp_path}/t.ctmpl:1:53: executing "{tmp_path}/t.ctmpl" at <executeTemplate "a">:'
-        " executeTemplate nested more than 50 deep (does a template execute itself?)"
+        " error calling executeTemplate: exceeded maximum template depth (100)"
     )
 
 
