@@ -234,10 +234,12 @@ class GoTemplateEngine:
         left = tc.left_delimiter or self._config.default_left_delimiter or "{{"
         right = tc.right_delimiter or self._config.default_right_delimiter or "}}"
         funcs = self.funcs(tc)
-        if not any(fnmatchcase("executeTemplate", p) for p in tc.function_denylist):
-            # consul-template's executeTemplate "name" [data]: Go syntax only (Jinja has
-            # macros); the engine runs it inside the current execution, depth counted.
-            funcs["executeTemplate"] = execute_template
+        # consul-template's executeTemplate "name" [data]: Go syntax only (Jinja has macros);
+        # the engine runs it inside the current execution, depth counted.
+        denying = [p for p in tc.function_denylist if fnmatchcase("executeTemplate", p)]
+        funcs["executeTemplate"] = (
+            _denied("executeTemplate", denying[0]) if denying else execute_template
+        )
         try:
             template = parse(text, name, left=left, right=right, funcs=funcs.keys())
         except GoTemplateError as exc:

@@ -171,3 +171,15 @@ def test_jinja_in_a_go_file_says_which_syntax_to_set(
     # Statements alone parse as Go text: loaded, with a warning.
     _load("{% if true %}x{% endif %}\n", tmp_path)
     assert "contains Jinja statements" in caplog.text
+
+
+def test_execute_template_can_be_denied(tmp_path: Path) -> None:
+    got = _run(
+        '{{ define "a" }}x{{ end }}{{ executeTemplate "a" }}',
+        tmp_path,
+        function_denylist=("exec*",),
+    )
+    assert got.endswith(
+        "error calling executeTemplate: executeTemplate is disabled by function_denylist "
+        "(pattern 'exec*')"
+    )
