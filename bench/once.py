@@ -5,7 +5,7 @@ service ``web`` on external nodes, and times (median of ``--runs``, after one wa
 
 * ``python -c pass``: the interpreter alone;
 * ``ctemplate -version``: the console script, flag parsing, no engine;
-* ``ctemplate -once -template upstream.tmpl:upstream.conf``: one ``service("web")`` template
+* ``ctemplate -once -template upstream.j2:upstream.conf``: one ``service("web")`` template
   rendered and written (the destination is deleted before each run, so every run writes);
 * ``ctemplate -once -config bench.hcl``: the same template from an HCL file (pays for hcl2).
 
@@ -150,7 +150,7 @@ def _run_with_agent(args: argparse.Namespace, agent: Any, tmp: Path) -> str:
             port=8080,
             checks=[{"CheckID": "web", "Name": "web", "Status": "passing", "ServiceID": "web"}],
         )
-    src = tmp / "upstream.tmpl"
+    src = tmp / "upstream.j2"
     src.write_text(UPSTREAM)
     dest = tmp / "upstream.conf"
     config = tmp / "bench.hcl"

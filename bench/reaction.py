@@ -3,7 +3,7 @@
 Starts its own Consul dev agent (tests/consul_harness.py, loopback only), then, side by side in
 the same run, watching the same key ``bench/k``:
 
-* ctemplate in daemon mode: ``ctemplate -consul-addr ... -template "k.tmpl:ct.out"
+* ctemplate in daemon mode: ``ctemplate -consul-addr ... -template "k.j2:ct.out"
   -log-level err`` with the template ``{{ key("bench/k") }}``;
 * bench/raw_client.py: long-polls the key and writes the value the same way (temp + fsync +
   rename).
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _run_with_agent(args: argparse.Namespace, agent: Any, tmp: Path) -> dict[str, Any]:
     out = tmp / "out"
     out.mkdir()
-    tmpl = tmp / "k.tmpl"
+    tmpl = tmp / "k.j2"
     tmpl.write_text(TEMPLATE)
     trace_path = tmp / "trace.json"
     initial = "v0-initial"

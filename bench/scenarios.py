@@ -3,7 +3,7 @@
 For each scenario it starts its own Consul dev agent(s) (``tests/consul_harness.py``, loopback
 only), seeds them, and runs side by side, in the same run:
 
-* ctemplate in daemon mode (``ctemplate -consul-addr ... -template t.tmpl:ct.out -log-level
+* ctemplate in daemon mode (``ctemplate -consul-addr ... -template t.j2:ct.out -log-level
   err``, default ``consul { max_connections = 32 }``);
 * the raw client: ``raw_client.py`` for one key, ``raw_multi.py`` (consul-template's model,
   one blocking loop per dependency) for everything else.
@@ -551,7 +551,7 @@ def latency_pass(e: Env) -> dict[str, Any]:
     a, sc = e.args, e.sc
     out = e.tmp / "latency"
     out.mkdir()
-    tmpl = e.tmp / "t.tmpl"
+    tmpl = e.tmp / "t.j2"
     files = {"ctemplate": out / "ct.out", "raw": out / "raw.out"}
     extra = {"CTEMPLATE_PROFILE_OUT": str(e.profile)} if e.profile else None
     env = child_env(extra)
@@ -630,7 +630,7 @@ def traffic_pass(e: Env) -> dict[str, Any]:
     a, sc = e.args, e.sc
     out = e.tmp / "traffic"
     out.mkdir()
-    tmpl = e.tmp / "t.tmpl"
+    tmpl = e.tmp / "t.j2"
     files = {"ctemplate": out / "ct.out", "raw": out / "raw.out"}
     proxies = {
         "ctemplate": CountingProxy(e.agent.http_addr),
@@ -690,7 +690,7 @@ def once_pass(e: Env) -> dict[str, Any]:
     a, sc = e.args, e.sc
     out = e.tmp / "once"
     out.mkdir()
-    tmpl = e.tmp / "t.tmpl"
+    tmpl = e.tmp / "t.j2"
     env = child_env()
     runs = a.once_runs if a.once_runs is not None else (2 if a.quick else 5)
     r: dict[str, Any] = {"runs": runs}
@@ -836,7 +836,7 @@ def run_scenario(args: argparse.Namespace, sc: Scenario) -> dict[str, Any]:
         result["seed_s"] = time.perf_counter() - t1
         with tempfile.TemporaryDirectory(prefix=f"ctemplate-{sc.name}-") as tmp_name:
             tmp = Path(tmp_name)
-            (tmp / "t.tmpl").write_text(sc.template)
+            (tmp / "t.j2").write_text(sc.template)
             profile = tmp / "ct.prof" if args.profile else None
             e = Env(args, sc, tmp, agent, raw_agent, random.Random(args.seed), profile=profile)
             if sc.multi and not args.no_limit_pass:

@@ -70,11 +70,59 @@ def _error(message: str) -> None:
     print(f"ctemplate: error: {message}", file=sys.stderr)
 
 
+CONVERT_USAGE = "Usage: ctemplate convert FILE [-o OUT]   (Go template -> Jinja; stdout without -o)"
+
+
+def convert_command(args: list[str]) -> int:
+    """``ctemplate convert FILE [-o OUT]``: exit 0 converted, 1 converted with parts left as
+    markers (listed on stderr), 13 bad usage, 14 unreadable or not a Go template."""
+    from .errors import TemplateError
+    from .language.convert import convert_text
+
+    if args in (["-h"], ["-help"], ["--help"]):
+        print(CONVERT_USAGE)
+        return 0
+    out: str | None = None
+    if len(args) == 3 and args[1] in ("-o", "--o", "-out"):
+        out = args[2]
+    elif len(args) != 1 or args[0].startswith("-"):
+        _error(f"convert: expected FILE [-o OUT]\n{CONVERT_USAGE}")
+        return EXIT_FLAGS
+    path = args[0]
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        result = convert_text(text, path)
+    except (OSError, UnicodeDecodeError) as exc:
+        _error(f"convert: cannot read {path}: {exc}")
+        return EXIT_ERROR
+    except TemplateError as exc:
+        _error(f"convert: {exc}")
+        return EXIT_ERROR
+    if out is None:
+        sys.stdout.write(result.text)
+    else:
+        tmp = f"{out}.ctemplate-convert.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(result.text)
+            os.replace(tmp, out)
+        except OSError as exc:
+            _error(f"convert: cannot write {out}: {exc}")
+            return EXIT_ERROR
+    for problem in result.problems:
+        print(f"{path}:{problem.line}: not converted: {problem.message}", file=sys.stderr)
+    return 1 if result.problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import __version__
     from .config.flags import parse_flags, usage
 
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "convert":
+        return convert_command(args[1:])
     if args and args[0] in ("watch", "event"):  # consul watch / consul event
         from .modes import commands
 

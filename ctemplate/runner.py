@@ -31,7 +31,8 @@ from .consul.retry import describe as describe_retries
 from .consul.watch import RESERVED_CONNECTIONS, Watcher, WatchSettings
 from .errors import CommandError, ConfigError, ConsulError, CtemplateError, RenderError
 from .language import local
-from .language.jinja import CompiledTemplate, Execution, TemplateEngine
+from .language.execution import Execution
+from .language.frontends import Compiled, TemplateEngines
 from .modes.daemon import WatchSet
 from .modes.dedup import Dedup, shareable, template_id
 from .modes.exec import Supervisor, check_execs
@@ -72,15 +73,15 @@ def _waiting_delays(environ: Mapping[str, str]) -> tuple[float, float]:
     return first_s, max(every_s, 0.1)
 
 
-def _engine(config: Config) -> TemplateEngine:
-    engine = TemplateEngine(config)
-    return engine
+def _engine(config: Config) -> TemplateEngines:
+    """Both front ends; each template is loaded by the one of its syntax."""
+    return TemplateEngines(config)
 
 
 @dataclass(eq=False)
 class _Unit:
     config: TemplateConfig
-    compiled: CompiledTemplate
+    compiled: Compiled
     queries: dict[str, Query] = field(default_factory=dict)  # used in the last execution
     dirty: bool = True
     rendered: bool = False  # complete output seen at least once

@@ -43,6 +43,7 @@ from .values import (
     parse_restart,
     parse_signal,
     parse_string_list,
+    parse_syntax,
     parse_wait,
 )
 
@@ -96,6 +97,9 @@ _TEMPLATE_KEYS = (
     "function_blacklist",  # consul-template's deprecated name of function_denylist
     "sandbox_path",
     "on_command_failure",
+    "syntax",
+    "trim_blocks",
+    "lstrip_blocks",
 )
 _DELIMITER_KEYS = ("left", "right")
 _WATCH_TYPES = ("key", "keyprefix", "services", "nodes", "service", "checks", "event")
@@ -472,7 +476,15 @@ class _FileReader:
             )
         if "perms" in block:
             options["perms"] = parse_perms(block["perms"], where=where("perms")) or None
-        for key in ("backup", "create_dest_dirs", "error_on_missing_key"):
+        if "syntax" in block:
+            options["syntax"] = parse_syntax(block["syntax"], where=where("syntax"))
+        for key in (
+            "backup",
+            "create_dest_dirs",
+            "error_on_missing_key",
+            "trim_blocks",
+            "lstrip_blocks",
+        ):
             if key in block:
                 options[key] = parse_bool(block[key], where=where(key))
         denylist: list[str] = []

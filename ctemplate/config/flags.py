@@ -11,6 +11,7 @@ merges the result over the environment and the config files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from .values import (
     parse_log_level,
     parse_restart,
     parse_signal,
+    parse_syntax,
     parse_wait,
 )
 
@@ -56,6 +58,7 @@ class Flags:
     consul_ssl_server_name: str | None = None
     consul_ssl_verify: bool | None = None
     templates: tuple[TemplateConfig, ...] = ()  # -template, origin "-template[N]"
+    template_syntax: str | None = None  # "go" | "jinja" | "auto" (by extension, the default)
     once: bool = False
     once_timeout: float | None = None  # seconds
     dry: bool = False
@@ -117,6 +120,10 @@ def _attempts(value: str, where: str) -> int:
             f"{where}: {json.dumps(value)} is not a whole number; write e.g. 12 (0 = retry forever)"
         )
     return int(text)
+
+
+def _syntax(value: str, where: str) -> str:
+    return parse_syntax(value, where=where, auto=True) or "auto"
 
 
 def _wait(value: str, where: str) -> WaitConfig:
@@ -196,6 +203,12 @@ _SPECS: dict[str, _Spec] = {
         "consul_ssl_verify", _BOOL, "verify Consul's certificate (default true)"
     ),
     "template": _Spec("templates", "src:dest[:command]", "template to render (repeatable)"),
+    "template-syntax": _Spec(
+        "template_syntax",
+        "go|jinja|auto",
+        "syntax of -template sources (auto: .ctmpl .tmpl .tpl: go)",
+        _syntax,
+    ),
     "once": _Spec("once", _BOOL, "render every template once, then exit"),
     "once-timeout": _Spec(
         "once_timeout", "duration", "with -once: give up after this long (exit 14)", _duration
@@ -302,6 +315,7 @@ def usage() -> str:
         "Usage: ctemplate [flags]",
         "       ctemplate watch [flags] [handler...]   consul watch (ctemplate watch -help)",
         "       ctemplate event [flags] [payload]      consul event (ctemplate event -help)",
+        "       ctemplate convert FILE [-o OUT]   (a Go template rewritten as Jinja)",
         "",
         "Render files from Consul data with templates (consul-template compatible).",
         "Flags may start with - or --; values follow as -flag=value or -flag value.",
@@ -400,6 +414,9 @@ def parse_flags(argv: list[str]) -> Flags:
             values[spec.attr] = spec.convert(value, where)
     if values.get("once_timeout") and not values.get("once"):
         raise ConfigError("flag -once-timeout: only works with -once; add -once")
+    syntax = values.get("template_syntax")
+    if syntax in ("go", "jinja"):
+        templates = [dataclasses.replace(tc, syntax=syntax) for tc in templates]
     return Flags(
         configs=tuple(configs),
         templates=tuple(templates),

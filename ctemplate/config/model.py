@@ -8,6 +8,13 @@ flags into this model is :mod:`ctemplate.config.load`'s job.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+Syntax = Literal["go", "jinja"]
+
+# File name endings of Go text/template sources (consul-template's own files); every other
+# source, and inline contents, is Jinja unless the template says ``syntax``.
+GO_EXTENSIONS = (".ctmpl", ".tmpl", ".tpl", ".gotmpl")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +86,22 @@ class TemplateConfig:
     # file(), writeToFile() and {% include %} must stay inside this directory (symlinks resolved).
     sandbox_path: str | None = None
     on_command_failure: str = "log"  # "log": report and carry on; "exit": stop ctemplate (14)
+    # "go" | "jinja"; None: by the source's extension (see GO_EXTENSIONS), Jinja for contents.
+    syntax: Syntax | None = None
+    # Jinja only: drop the newline after a block tag / strip spaces before it (Jinja's options).
+    trim_blocks: bool = True
+    lstrip_blocks: bool = True
     # Where this template was declared, for messages: "ct.hcl: template[1]" or "-template[1]".
     origin: str = ""
+
+    @property
+    def template_syntax(self) -> Syntax:
+        """The syntax this template is read in: ``syntax`` if set, else by extension."""
+        if self.syntax is not None:
+            return self.syntax
+        if self.source is not None and self.source.lower().endswith(GO_EXTENSIONS):
+            return "go"
+        return "jinja"
 
 
 @dataclass(frozen=True, slots=True)

@@ -318,6 +318,21 @@ def _parse_max_connections(value: object, *, where: str) -> int:
     return value
 
 
+def parse_syntax(value: object, *, where: str, auto: bool = False) -> str | None:
+    """A template syntax: ``"go"`` or ``"jinja"`` (any case); with ``auto``, ``"auto"`` too
+    (None: decided by the source's extension)."""
+    text = _parse_str(value, where=where).strip().lower()
+    if auto and text == "auto":
+        return None
+    if text not in ("go", "jinja"):
+        choices = '"go", "jinja" or "auto"' if auto else '"go" or "jinja"'
+        raise ConfigError(
+            f"{where}: {_quote(value)} is not a template syntax; use {choices} "
+            "(go: consul-template's text/template, jinja: Jinja2)"
+        )
+    return text
+
+
 def _parse_command_failure(value: object, *, where: str) -> str:
     """What a failed or timed-out command does: ``"log"`` (report it, carry on) or ``"exit"``."""
     text = _parse_str(value, where=where).strip().lower()

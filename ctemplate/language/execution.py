@@ -47,6 +47,7 @@ class Pass:
     data: Mapping[str, Any]
     execution: Execution
     options: Options
+    scratch: Any = None  # the template's scratch pad (language/scratch.py), made on first use
 
 
 current: ContextVar[Pass] = ContextVar("ctemplate_pass")

@@ -197,6 +197,27 @@ def write_to_file_filter(
     return write_to_file(path, content, perms, append, newline, user, group)
 
 
+def write_to_file_go(path: Any, user: Any, group: Any, perms: Any, *args: Any) -> str:
+    """consul-template's Go form: ``writeToFile path user group perms [flags] content``
+    (``content | writeToFile "/p" "" "" "0644" "append,newline"``); flags may hold ``append``
+    and ``newline``; an empty user or group leaves the owner as it is."""
+    if len(args) not in (1, 2):
+        raise TemplateError(
+            f"writeToFile: expected path, user, group, perms, [flags,] content; got "
+            f"{4 + len(args)} arguments"
+        )
+    flags = str(args[0]) if len(args) == 2 else ""
+    return write_to_file(
+        path,
+        args[-1],
+        perms,
+        "append" in flags,
+        "newline" in flags,
+        user or None,
+        group or None,
+    )
+
+
 def plugin_filter(value: Any, command: Any, *args: Any) -> str:
     """``value | plugin(cmd, args...)``: the piped value is the last argument."""
     return local.plugin(command, *args, value)

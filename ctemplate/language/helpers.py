@@ -770,6 +770,58 @@ def merge_map_with_override(base: Any, other: Any) -> dict[str, Any]:
     return _key_order(_merge(base, other, override=True))  # type: ignore[no-any-return]
 
 
+# --- debugging --------------------------------------------------------------------------------
+
+
+def _go_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float64"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        kinds = {_go_type(v) for v in value}
+        return f"[]{kinds.pop() if len(kinds) == 1 else 'interface {}'}"
+    if isinstance(value, Mapping):
+        keys = {_go_type(k) for k in value}
+        values = {_go_type(v) for v in value.values()}
+        key = keys.pop() if len(keys) == 1 else "interface {}"
+        val = values.pop() if len(values) == 1 else "interface {}"
+        return f"map[{key}]{val}"
+    return type(value).__name__
+
+
+def _spew(value: Any, depth: int) -> str:
+    head = f"({_go_type(value)}) "
+    pad = " " * (depth + 1)
+    if value is None:
+        return "(interface {}) <nil>"
+    if isinstance(value, str):
+        return head + f"(len={len(value)}) " + json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return head + ("true" if value else "false")
+    if isinstance(value, int | float):
+        return head + repr(value)
+    if isinstance(value, list | tuple):
+        items = [pad + _spew(v, depth + 1) for v in value]
+        body = ",\n".join(items)
+        n = len(value)
+        return head + f"(len={n} cap={n}) {{\n{body}\n{' ' * depth}}}"
+    if isinstance(value, Mapping):
+        items = [f"{pad}{_spew(k, depth + 1)}: {_spew(value[k], depth + 1)}" for k in sorted(value)]
+        return head + f"(len={len(value)}) {{\n" + ",\n".join(items) + f"\n{' ' * depth}}}"
+    return head + str(value)
+
+
+def spew_sdump(value: Any) -> str:
+    """consul-template's ``spew_sdump`` (go-spew's Sdump) for strings, numbers, booleans, lists
+    and maps: the type, the length and the value, for debugging a template."""
+    return _spew(to_plain(value) if is_dataclass(value) else value, 0) + "\n"
+
+
 # --- the helpers, by consul-template's name (bound by .registry) --------------------------------
 
 # Each takes the value it works on first.
@@ -812,6 +864,7 @@ SUBJECT_FIRST: dict[str, Callable[..., Any]] = {
     "regexReplaceAll": regex_replace_all,
     "replaceAll": replace_all,
     "sha256Hex": sha256_hex,
+    "spew_sdump": spew_sdump,
     "split": split,
     "splitToMap": split_to_map,
     "subtract": subtract,

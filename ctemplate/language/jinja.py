@@ -176,7 +176,77 @@ def _template_frames(exc: BaseException) -> list[tuple[str, int]]:
     return frames
 
 
+# Go text/template built-ins, and how Jinja says the same thing.
+GO_BUILTINS_IN_JINJA: dict[str, str] = {
+    "printf": '"%s:%d" | format(a, b)',
+    "print": "{{ a }}{{ b }}, or a ~ b",
+    "println": '{{ a }} {{ b }} and a newline, or [a, b] | join(" ")',
+    "len": "x | length",
+    "index": "x[key] or x[0]",
+    "slice": "x[1:3]",
+    "eq": "a == b (or a in [b, c])",
+    "ne": "a != b",
+    "lt": "a < b",
+    "le": "a <= b",
+    "gt": "a > b",
+    "ge": "a >= b",
+    "and": "a and b",
+    "or": "a or b",
+    "not": "not a",
+    "html": "x | escape",
+    "urlquery": "x | urlencode",
+    "js": "x | tojson",
+    "call": "f(a, b)",
+}
+
+# An action that only Go's syntax has: {{range ...}}, {{ .Field }}, {{ $x := ... }}, {{end}}.
+_GO_ACTION = re.compile(
+    r"\{\{-?\s*(?:(?:range|with|define|template|block|end|else)\b(?!\s*[(|=.\]])|\.[A-Za-z_]|\$)"
+)
+
+
+def go_builtin_hint(name: str) -> str:
+    """`` (printf is Go template syntax; in Jinja: ...)``, or "" for other names."""
+    form = GO_BUILTINS_IN_JINJA.get(name)
+    return f" ({name} is Go template syntax; in Jinja write {form})" if form else ""
+
+
+def looks_like_go(text: str) -> bool:
+    """Whether a template has actions only Go's text/template has."""
+    return _GO_ACTION.search(text) is not None
+
+
+# ``{{ name arg`` : a call written the Go way (arguments after a space).
+_GO_CALL = re.compile(r"\{\{-?\s*([A-Za-z_]\w*)\s+(?:[\"`$.(]|\d)")
+
+
+def _go_hint(text: str, line: int) -> str:
+    """A hint for a Jinja syntax error caused by Go syntax, or ""."""
+    if looks_like_go(text):
+        return f" ({GO_SYNTAX_HINT})"
+    lines = text.splitlines()
+    source_line = lines[line - 1] if 0 < line <= len(lines) else ""
+    for m in _GO_CALL.finditer(source_line):
+        if m.group(1) in GO_BUILTINS_IN_JINJA:
+            return go_builtin_hint(m.group(1))
+        if m.group(1) in REGISTRY:
+            name = m.group(1)
+            return (
+                f" ({name} is called the Go way; in Jinja write {name}(...), "
+                'or set syntax = "go" in its template block to keep Go syntax)'
+            )
+    return ""
+
+
+GO_SYNTAX_HINT = (
+    'this looks like Go template syntax (consul-template\'s); set syntax = "go" in its template '
+    "block, or name the file .ctmpl"
+)
+
+
 def _suggest(name: str, candidates: list[str]) -> str:
+    if name in GO_BUILTINS_IN_JINJA:
+        return go_builtin_hint(name)
     same = [c for c in candidates if c.lower() == name.lower() and c != name]
     close = same or difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -188,6 +258,8 @@ _PY_CALL = re.compile(r"^([\w.]+)\(\)")
 
 
 class CompiledTemplate:
+    syntax = "jinja"
+
     def __init__(self, name: str, template: jinja2.Template, options: Options) -> None:
         self.name = name
         self._template = template
@@ -319,6 +391,10 @@ class TemplateEngine:
         if left or right:
             overlay["variable_start_string"] = left or "{{"
             overlay["variable_end_string"] = right or "}}"
+        if not tc.trim_blocks:
+            overlay["trim_blocks"] = False
+        if not tc.lstrip_blocks:
+            overlay["lstrip_blocks"] = False
         if tc.error_on_missing_key:
             overlay["undefined"] = _Undefined
         directory = os.path.dirname(os.path.abspath(tc.source)) if tc.source else os.getcwd()
@@ -357,8 +433,8 @@ class TemplateEngine:
         try:
             code = env.compile(text, name=name, filename=name)
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(
-                f"{name}:{exc.lineno}: syntax error: {_with_filter_hint(exc.message or '', env)}"
-            ) from exc
+            message = _with_filter_hint(exc.message or "", env)
+            message += _go_hint(text, exc.lineno or 0)
+            raise TemplateError(f"{name}:{exc.lineno}: syntax error: {message}") from exc
         template = env.template_class.from_code(env, code, env.make_globals(None))
         return CompiledTemplate(name, template, Options(sandbox=sandbox, dry=self._config.dry))

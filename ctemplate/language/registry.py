@@ -12,6 +12,10 @@ parameters are that callable's signature) and its kind:
 such a function both as a function and as a filter (``10 | subtract(3)``); Go syntax passes a
 pipeline's value last, so it binds it with the subject moved to the end (``subtract 3 10``,
 ``10 | subtract 3``). A function without a subject is called with its arguments as written in both.
+``go_impl``: the Go-syntax callable when consul-template's Go signature is neither of those
+(``hmacSHA256Hex "message" "key"``, ``loop 3 6``, ``mergeMap $dst $src`` take their arguments as
+written; ``writeToFile`` has its own argument order). It must wrap the one implementation, never
+copy it.
 
 Adding a function is one entry in :data:`REGISTRY`.
 """
@@ -23,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import functions, guards, helpers, local
+from . import functions, guards, helpers, local, scratch
 
 __all__ = ["REGISTRY", "Function", "Kind"]
 
@@ -40,6 +44,8 @@ class Function:
     jinja_filter: Callable[..., Any] | None = None
     # False: no Jinja filter of this name (Jinja's own filter of that name stays).
     filter_in_jinja: bool = True
+    # Go syntax: its callable when it is neither ``impl`` nor ``impl`` with the subject last.
+    go_impl: Callable[..., Any] | None = None
 
     @property
     def reads_consul(self) -> bool:
@@ -60,6 +66,8 @@ class Function:
 
     def go(self) -> Callable[..., Any]:
         """The callable for Go syntax: a subject comes last, as a pipeline passes it."""
+        if self.go_impl is not None:
+            return self.go_impl
         impl = self.impl
         if not self.subject:
             return impl
@@ -74,8 +82,18 @@ class Function:
         return subject_last
 
 
+# consul-template's Go functions whose arguments come in the Python order already (not subject
+# last): hmacSHA256Hex(message, key), loop(start, stop), mergeMap(dst, src).
+_GO_AS_WRITTEN = frozenset({"hmacSHA256Hex", "loop", "mergeMap", "mergeMapWithOverride"})
+
+
 def _helpers(*entries: tuple[str, Callable[..., Any]]) -> list[Function]:
-    return [Function(name, impl, "helper", subject=True) for name, impl in entries]
+    return [
+        Function(
+            name, impl, "helper", subject=True, go_impl=impl if name in _GO_AS_WRITTEN else None
+        )
+        for name, impl in entries
+    ]
 
 
 _ENTRIES: list[Function] = [
@@ -103,8 +121,13 @@ _ENTRIES: list[Function] = [
     Function("timestamp", local.timestamp, "local"),
     Function("plugin", local.plugin, "local", jinja_filter=functions.plugin_filter),
     Function(
-        "writeToFile", functions.write_to_file, "local", jinja_filter=functions.write_to_file_filter
+        "writeToFile",
+        functions.write_to_file,
+        "local",
+        jinja_filter=functions.write_to_file_filter,
+        go_impl=functions.write_to_file_go,
     ),
+    Function("scratch", scratch.scratch, "local"),  # per execution: touches no host, not pure
     # --- guards -----------------------------------------------------------------------------
     Function("require", guards.require, "helper", subject=True),
     Function("abort", guards.abort, "helper"),

@@ -14,7 +14,7 @@ import time
 import pytest
 from ctemplate_proc import Daemon, read, run_ctemplate, wait_for
 
-# The workshop's sample.conf.ctmpl (step 6), in Jinja.
+# The workshop's sample.conf.ctmpl (step 6), ported to Jinja (the Go original: test_go_syntax.py).
 WORKSHOP_TEMPLATE = """\
 upstream backend_apps {
 {% for s in service("production.application@dc1", "passing") %}
@@ -69,7 +69,7 @@ def workshop(consul):
 
 
 def test_workshop_once_with_old_form_hcl(consul, workshop, tmp_path):
-    src = tmp_path / "sample.conf.ctmpl"
+    src = tmp_path / "sample.conf.j2"
     src.write_text(WORKSHOP_TEMPLATE)
     dest = tmp_path / "conf.d" / "sample.conf"
     reloads = tmp_path / "reloads"
@@ -135,7 +135,7 @@ def _servers(*numbers: int) -> str:
 def test_daemon_follows_failure_and_recovery(consul, unique, tmp_path):
     name = f"app-{unique}"
     nodes = _backends(consul, name)
-    src = tmp_path / "upstream.tmpl"
+    src = tmp_path / "upstream.j2"
     src.write_text("{% set name = '" + name + "' %}\n" + UPSTREAM)
     dest = tmp_path / "upstream.conf"
     reloads = tmp_path / "reloads"
@@ -186,7 +186,7 @@ def test_daemon_follows_failure_and_recovery(consul, unique, tmp_path):
 
 
 def test_missing_key_is_never_written(consul, unique, tmp_path):
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(f'a={{{{ key("{unique}/a") }}}}\nb={{{{ key("{unique}/b") }}}}\n')
     dest = tmp_path / "out"
     consul.put_kv(f"{unique}/a", "1")
@@ -206,7 +206,7 @@ def test_missing_key_is_never_written(consul, unique, tmp_path):
 
 def test_readers_never_see_a_partial_file(consul, unique, tmp_path):
     key = f"{unique}/blob"
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(f'{{{{ key("{key}") }}}}\n')
     dest = tmp_path / "out"
 
@@ -250,7 +250,7 @@ def test_readers_never_see_a_partial_file(consul, unique, tmp_path):
 
 def test_dry_prints_and_writes_nothing(consul, unique, tmp_path):
     consul.put_kv(f"{unique}/greeting", "hello")
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(f'greeting={{{{ key("{unique}/greeting") }}}}\n')
     dest = tmp_path / "out"
     ran = tmp_path / "ran"
@@ -272,7 +272,7 @@ def test_dry_prints_and_writes_nothing(consul, unique, tmp_path):
 
 def test_sigterm_stops_and_removes_pid_file(consul, unique, tmp_path):
     consul.put_kv(f"{unique}/k", "v")
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(f'{{{{ key("{unique}/k") }}}}\n')
     dest = tmp_path / "out"
     pid_file = tmp_path / "ct.pid"
@@ -293,7 +293,7 @@ def test_sigterm_stops_and_removes_pid_file(consul, unique, tmp_path):
 
 def test_sighup_reloads_config_and_template_edits_rerender(consul, unique, tmp_path):
     consul.put_kv(f"{unique}/k", "v1")
-    first, second = tmp_path / "first.tmpl", tmp_path / "second.tmpl"
+    first, second = tmp_path / "first.j2", tmp_path / "second.j2"
     first.write_text(f'first {{{{ key("{unique}/k") }}}}\n')
     second.write_text(f'second {{{{ key("{unique}/k") }}}}\n')
     out1, out2 = tmp_path / "out1", tmp_path / "out2"
@@ -327,7 +327,7 @@ def test_sighup_reloads_config_and_template_edits_rerender(consul, unique, tmp_p
 
 def test_quiescence_batches_rapid_changes(consul, unique, tmp_path):
     consul.put_kv(f"{unique}/k", "0")
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(f'{{{{ key("{unique}/k") }}}}\n')
     dest, reloads = tmp_path / "out", tmp_path / "reloads"
     args = [
@@ -363,7 +363,7 @@ def test_check_command_guards_the_destination(consul, unique, tmp_path):
     """A failing or hanging check_command keeps the old file and skips the command."""
     key = f"{unique}/v"
     consul.put_kv(key, "good")
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(f'{{{{ key("{key}") }}}}\n')
     dest, reloads = tmp_path / "out", tmp_path / "reloads"
     # The check sees the staged file: it refuses "bad" and hangs on "slow".

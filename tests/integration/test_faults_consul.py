@@ -78,7 +78,7 @@ def test_agent_killed_then_back_empty(consul_agent_factory, tmp_path):
         agent.put_kv("app/version", f"v{n}")
     agent.put_kv("app/version", "v1")
     _web(agent, 8001, 8002)
-    kv_src, up_src = tmp_path / "kv.tmpl", tmp_path / "up.tmpl"
+    kv_src, up_src = tmp_path / "kv.j2", tmp_path / "up.j2"
     kv_src.write_text('version={{ key("app/version") }}\n')
     up_src.write_text(UPSTREAM)
     kv_out, up_out = tmp_path / "kv.out", tmp_path / "up.out"
@@ -142,7 +142,7 @@ def test_raft_leader_killed(consul_binary, tmp_path):
         leader = cluster.leader()
         follower, other = cluster.followers()
         follower.put_kv("app/x", "1")
-        src = tmp_path / "t.tmpl"
+        src = tmp_path / "t.j2"
         src.write_text('x={{ key("app/x") }}\n')
         stale_out, consistent_out = tmp_path / "stale.out", tmp_path / "consistent.out"
         base = [
@@ -195,7 +195,7 @@ def test_http_faults(consul, unique, tmp_path, fault, options):
     rendered once they stop."""
     key = f"{unique}/x"
     consul.put_kv(key, "before")
-    src, out = tmp_path / "t.tmpl", tmp_path / "t.out"
+    src, out = tmp_path / "t.j2", tmp_path / "t.out"
     src.write_text(f'x={{{{ key("{key}") }}}}\n')
     with FaultProxy(consul.http_addr) as proxy:
         config = _config(tmp_path, proxy.addr, [(src, out)], extra='block_query_wait = "2s"\n')
@@ -234,7 +234,7 @@ def test_blocking_query_that_never_returns(consul, unique, tmp_path):
     rendered."""
     key = f"{unique}/x"
     consul.put_kv(key, "before")
-    src, out = tmp_path / "t.tmpl", tmp_path / "t.out"
+    src, out = tmp_path / "t.j2", tmp_path / "t.out"
     src.write_text(f'x={{{{ key("{key}") }}}}\n')
     with FaultProxy(consul.http_addr) as proxy:
         config = _config(tmp_path, proxy.addr, [(src, out)], extra='block_query_wait = "1s"\n')
@@ -269,7 +269,7 @@ def test_acl_token_never_logged(consul_agent_factory, tmp_path):
         "PUT", "/v1/kv/app/x", content=b"1", headers={"X-Consul-Token": "root-token-0000"}
     )
     secret = "3d5c1a8e-dead-beef-0000-5ecre7t0ken1"
-    src, out = tmp_path / "t.tmpl", tmp_path / "t.out"
+    src, out = tmp_path / "t.j2", tmp_path / "t.out"
     src.write_text('x={{ key("app/x") }}\n')
     args = ["-consul-addr", agent.http_addr, "-log-level", "trace", "-template", f"{src}:{out}"]
 
@@ -296,7 +296,7 @@ def test_daemon_waits_for_consul_to_appear(consul_agent_factory, tmp_path):
     agent is there."""
     agent = consul_agent_factory()
     agent.stop()  # keeps its ports: start() brings it back on the same address
-    src, out = tmp_path / "t.tmpl", tmp_path / "t.out"
+    src, out = tmp_path / "t.j2", tmp_path / "t.out"
     src.write_text('x={{ key("app/x") }}\n')
     config = _config(tmp_path, agent.http_addr, [(src, out)])
     with Daemon(["-config", str(config)]) as ct:
@@ -334,7 +334,7 @@ def test_configured_limit_makes_the_outage_fatal(consul_agent_factory, tmp_path,
     request, the cause and the limit."""
     agent = consul_agent_factory()
     agent.put_kv("app/x", "1")
-    src, out = tmp_path / "t.tmpl", tmp_path / "t.out"
+    src, out = tmp_path / "t.j2", tmp_path / "t.out"
     src.write_text('x={{ key("app/x") }}\n')
     args = [
         "-consul-addr",

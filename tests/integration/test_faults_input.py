@@ -115,8 +115,8 @@ FLAG_CASES = [
     ),
     (
         "template-without-destination",
-        ["-template", "a.tmpl"],
-        'flag -template: "a.tmpl": expected "source:destination[:command]" with a non-empty '
+        ["-template", "a.j2"],
+        'flag -template: "a.j2": expected "source:destination[:command]" with a non-empty '
         "source and destination",
     ),
     ("positional", ["render"], 'unexpected argument "render" (ctemplate takes only flags)'),
@@ -135,21 +135,21 @@ def test_bad_flags(argv, expected):
 def test_missing_and_broken_template_files(tmp_path):
     """Promise: a template file that is missing, not UTF-8 or has a syntax error stops the start
     with one error line naming it (status 14); nothing is written."""
-    (tmp_path / "bin.tmpl").write_bytes(b'\xff\xfe{{ key("x") }}\n')
-    (tmp_path / "bad.tmpl").write_text("ok\n{% for x in %}\n")
+    (tmp_path / "bin.j2").write_bytes(b'\xff\xfe{{ key("x") }}\n')
+    (tmp_path / "bad.j2").write_text("ok\n{% for x in %}\n")
     cases = [
         (
-            "nope.tmpl",
-            f"-template[1]: source '{tmp_path}/nope.tmpl' does not exist; check the path",
+            "nope.j2",
+            f"-template[1]: source '{tmp_path}/nope.j2' does not exist; check the path",
         ),
         (
-            "bin.tmpl",
-            f"-template[1]: cannot read source '{tmp_path}/bin.tmpl': 'utf-8' codec can't decode "
+            "bin.j2",
+            f"-template[1]: cannot read source '{tmp_path}/bin.j2': 'utf-8' codec can't decode "
             "byte 0xff in position 0: invalid start byte",
         ),
         (
-            "bad.tmpl",
-            f"{tmp_path}/bad.tmpl:2: syntax error: Expected an expression, got 'end of statement "
+            "bad.j2",
+            f"{tmp_path}/bad.j2:2: syntax error: Expected an expression, got 'end of statement "
             "block'",
         ),
     ]
@@ -171,7 +171,7 @@ def test_kv_value_not_utf8(consul, unique, tmp_path):
     """Promise: a KV value that is not UTF-8 does not break rendering: its undecodable bytes
     become U+FFFD (documented) and the rest of the value is kept."""
     consul.put_kv(f"{unique}/bin", b"caf\xc3\xa9 \xff\xfe end")
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(f'v={{{{ key("{unique}/bin") }}}}\n')
     result = run_ctemplate(
         ["-consul-addr", consul.http_addr, "-once", "-template", f"{src}:{tmp_path}/out"]
@@ -187,7 +187,7 @@ def test_kv_value_of_10_megabytes(consul_agent_factory, tmp_path):
     line = "0123456789abcdef" * 8 + "\n"  # 129 bytes
     value = line * (10 * 1024 * 1024 // len(line))
     agent.put_kv("big/blob", value)
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text('{{ key("big/blob") }}')
     started = time.monotonic()
     result = run_ctemplate(

@@ -69,7 +69,7 @@ def test_failing_templates_do_not_stop_the_others(consul, unique, tmp_path):
     logged once rather than on every change, and the good file keeps following Consul."""
     key = f"{unique}/n"
     consul.put_kv(key, "1")
-    good, broken = tmp_path / "good.tmpl", tmp_path / "broken.tmpl"
+    good, broken = tmp_path / "good.j2", tmp_path / "broken.j2"
     good.write_text(f'n={{{{ key("{key}") }}}}\n')
     broken.write_text(f'n={{{{ key("{key}") | int // 0 }}}}\n')
     blocker = tmp_path / "not-a-dir"
@@ -120,7 +120,7 @@ def test_slow_plugin_holds_up_neither_other_templates_nor_a_stop(consul, unique,
     pids = tmp_path / "pids"
     script = tmp_path / "slow-plugin"
     script.write_text(f"echo $$ >> {pids}\nsleep 300 &\necho $! >> {pids}\nwait\n")
-    slow, fast = tmp_path / "slow.tmpl", tmp_path / "fast.tmpl"
+    slow, fast = tmp_path / "slow.j2", tmp_path / "fast.j2"
     slow.write_text(f'{{{{ plugin("sh", "{script}") }}}}\n{{{{ plugin("sh", "{script}") }}}}\n')
     fast.write_text(f'n={{{{ key("{key}") }}}}\n')
     config = tmp_path / "ct.hcl"
@@ -155,7 +155,7 @@ def test_command_hanging_past_its_timeout(consul, unique, tmp_path):
     timeout is reported with the file's name, and the daemon carries on."""
     key = f"{unique}/n"
     consul.put_kv(key, "1")
-    src, dest = tmp_path / "t.tmpl", tmp_path / "t.out"
+    src, dest = tmp_path / "t.j2", tmp_path / "t.out"
     src.write_text(f'n={{{{ key("{key}") }}}}\n')
     pids = tmp_path / "pids"
     command = (
@@ -189,7 +189,7 @@ def test_stop_signal_kills_a_running_command(consul, unique, tmp_path):
     leaves no stray process: the command's process group is killed."""
     key = f"{unique}/n"
     consul.put_kv(key, "1")
-    src, dest = tmp_path / "t.tmpl", tmp_path / "t.out"
+    src, dest = tmp_path / "t.j2", tmp_path / "t.out"
     src.write_text(f'n={{{{ key("{key}") }}}}\n')
     pid_file = tmp_path / "pid"
     config = tmp_path / "ct.hcl"
@@ -214,7 +214,7 @@ def test_failing_command_is_reported_and_the_daemon_carries_on(consul, unique, t
     status 14 and one error line."""
     key = f"{unique}/n"
     consul.put_kv(key, "1")
-    src, dest = tmp_path / "t.tmpl", tmp_path / "t.out"
+    src, dest = tmp_path / "t.j2", tmp_path / "t.out"
     src.write_text(f'n={{{{ key("{key}") }}}}\n')
     command = "echo reload failed: bad config >&2; exit 3"
     config = tmp_path / "ct.hcl"
@@ -241,7 +241,7 @@ def test_failing_command_is_reported_and_the_daemon_carries_on(consul, unique, t
 def test_waiting_is_never_silent(consul, unique, tmp_path):
     """Promise: while a template waits for data, a warning names the missing queries and how
     long it has waited, repeated while the wait lasts; nothing is written meanwhile."""
-    src, dest = tmp_path / "t.tmpl", tmp_path / "t.out"
+    src, dest = tmp_path / "t.j2", tmp_path / "t.out"
     src.write_text(
         f'a={{{{ key("{unique}/a") }}}}\n'
         f'{{% for s in service("none-{unique}") | require(1) %}}{{{{ s.Address }}}}{{% endfor %}}'
@@ -260,9 +260,9 @@ def test_once_timeout_lists_what_is_missing(consul, unique, tmp_path):
     """Promise: -once with -once-timeout gives up after that long with status 14 and one error
     line listing, per file, the queries that never got data (and why, if Consul is down)."""
     consul.put_kv(f"{unique}/b", "here")
-    src, dest = tmp_path / "t.tmpl", tmp_path / "t.out"
+    src, dest = tmp_path / "t.j2", tmp_path / "t.out"
     src.write_text(f'{{{{ key("{unique}/a") }}}} {{{{ key("{unique}/b") }}}}\n')
-    other = tmp_path / "other.tmpl"
+    other = tmp_path / "other.j2"
     other.write_text(f'{{{{ key("{unique}/b") }}}}\n')
     started = time.monotonic()
     result = run_ctemplate(
@@ -296,7 +296,7 @@ def test_once_timeout_when_consul_is_down(consul_agent_factory, tmp_path):
     agent = consul_agent_factory()
     address = agent.http_addr
     agent.stop()
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text('{{ key("app/a") }}\n')
     result = run_ctemplate(
         ["-consul-addr", address, "-once", "-once-timeout", "1s", "-template", f"{src}:out"],

@@ -37,7 +37,7 @@ def test_three_hundred_keys_within_the_budget(consul, unique, tmp_path):
     """Promise: 300 `key` dependencies render and react, never above max_connections."""
     prefix = f"{unique}/keys/"
     _seed_keys(consul, prefix, 300)
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(
         "{% for i in range(300) %}\n{{ i }}={{ key('" + prefix + "' ~ i) }}\n{% endfor %}\n"
     )
@@ -88,7 +88,7 @@ def test_service_fan_out_through_the_health_sentinel(consul, unique, tmp_path):
             tags=[unique],
             checks=[_check(name, "passing")],
         )
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(
         "{% for s in services() if '" + unique + "' in s.Tags %}\n"
         "{% for i in service(s.Name) %}\n"
@@ -163,8 +163,8 @@ def test_only_templates_whose_inputs_changed_are_rendered(consul, unique, tmp_pa
     consul.put_kv(f"{unique}/b", "1")
     args = ["-consul-addr", consul.http_addr, "-log-level", "debug"]
     for name in ("a", "b"):
-        (tmp_path / f"{name}.tmpl").write_text(f'{{{{ key("{unique}/{name}") }}}}\n')
-        args += ["-template", f"{tmp_path / name}.tmpl:{tmp_path / name}.out"]
+        (tmp_path / f"{name}.j2").write_text(f'{{{{ key("{unique}/{name}") }}}}\n')
+        args += ["-template", f"{tmp_path / name}.j2:{tmp_path / name}.out"]
     with Daemon(args) as ct:
         wait_for(lambda: read(tmp_path / "b.out") == "1\n", what="first render", log=ct.log())
         wait_for(lambda: read(tmp_path / "a.out") == "1\n", what="first render", log=ct.log())

@@ -35,7 +35,7 @@ def test_data_arriving_during_a_slow_execution_is_used(consul, unique, tmp_path)
     -once finishes, instead of waiting for a change that already happened."""
     key = f"{unique}/k"
     consul.put_kv(key, "v1")
-    fast, slow = tmp_path / "a.tmpl", tmp_path / "b.tmpl"
+    fast, slow = tmp_path / "a.j2", tmp_path / "b.j2"
     fast.write_text(f'a={{{{ key("{key}") }}}}\n')
     slow.write_text(f'{{{{ plugin("sleep", "1") }}}}b={{{{ key("{key}") }}}}\n')
     config = _config(consul, tmp_path, (fast, "a.out"), (slow, "b.out"))
@@ -51,7 +51,7 @@ def test_slow_template_with_a_quiet_period_runs_once_per_change(consul, unique, 
     consul.put_kv(key, "v1")
     runs = tmp_path / "runs"
     plugin = _script(tmp_path / "slow.sh", f"echo x >> {runs}\nsleep 0.5\necho ok\n")
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(f'{{{{ plugin("{plugin}") }}}} {{{{ key("{key}") }}}}\n')
     wait = '  wait {\n    min = "500ms"\n    max = "2s"\n  }\n'
     config = _config(consul, tmp_path, (src, "out"), extra=wait)
@@ -73,7 +73,7 @@ def test_reload_during_a_slow_execution_does_not_start_a_second_one(consul, tmp_
     live = tmp_path / "live"
     live.mkdir()
     plugin = _script(tmp_path / "slow.sh", f"touch {live}/$$\nsleep 2\nrm {live}/$$\necho ok\n")
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(f'{{{{ plugin("{plugin}") }}}}\n')
     config = _config(consul, tmp_path, (src, "out"))
     with Daemon(["-config", str(config)]) as ct:
@@ -93,7 +93,7 @@ def test_many_slow_templates_do_not_hold_up_a_fast_one(consul, unique, tmp_path)
     written at once (executions have their own threads, not the ones writes use)."""
     key = f"{unique}/k"
     consul.put_kv(key, "v1")
-    fast, slow = tmp_path / "fast.tmpl", tmp_path / "slow.tmpl"
+    fast, slow = tmp_path / "fast.j2", tmp_path / "slow.j2"
     fast.write_text(f'k={{{{ key("{key}") }}}}\n')
     slow.write_text('{{ plugin("sleep", "30") }}slow\n')
     slow_ones = [(slow, f"slow{i}.out") for i in range((os.cpu_count() or 1) + 4)]

@@ -48,7 +48,7 @@ def test_health_and_metrics_follow_the_daemon(consul_agent_factory, tmp_path: Pa
     template waits for and whether Consul is reachable); /metrics counts writes and commands."""
     agent = consul_agent_factory()
     agent.put_kv("app/x", "1")
-    good, waiting = tmp_path / "good.tmpl", tmp_path / "waiting.tmpl"
+    good, waiting = tmp_path / "good.j2", tmp_path / "waiting.j2"
     good.write_text('x={{ key("app/x") }}\n')
     waiting.write_text('y={{ key("app/y") }}\n')
     good_out, waiting_out = tmp_path / "good.out", tmp_path / "waiting.out"
@@ -130,7 +130,7 @@ def test_health_and_metrics_follow_the_daemon(consul_agent_factory, tmp_path: Pa
 def test_status_address_in_use_is_a_clear_error(consul, tmp_path: Path):
     """A status address that cannot be bound stops the start with one error line naming the
     setting and what to do."""
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text("static\n")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -162,7 +162,7 @@ def test_reload_moves_the_status_endpoint(consul, unique, tmp_path: Path):
 
     key = f"{unique}/x"
     consul.put_kv(key, "1")
-    src, out = tmp_path / "t.tmpl", tmp_path / "t.out"
+    src, out = tmp_path / "t.j2", tmp_path / "t.out"
     src.write_text(f'x={{{{ key("{key}") }}}}\n')
     config = tmp_path / "ct.hcl"
     old, new = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"

@@ -128,7 +128,7 @@ def fill(template: str, **more: str) -> str:
 
 
 def render_once(consul, tmp_path: Path, template: str, **more: str) -> str:
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(fill(template, **more))
     dest = tmp_path / "out"
     proc = run_ctemplate(["-once", "-consul-addr", consul.http_addr, "-template", f"{src}:{dest}"])
@@ -138,7 +138,7 @@ def render_once(consul, tmp_path: Path, template: str, **more: str) -> str:
 
 def fail_once(consul, tmp_path: Path, template: str) -> str:
     """Run -once on a template that must fail; return the error line (without the timestamp)."""
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(fill(template))
     dest = tmp_path / "out"
     proc = run_ctemplate(["-once", "-consul-addr", consul.http_addr, "-template", f"{src}:{dest}"])
@@ -351,15 +351,15 @@ def test_local_functions(seeded, tmp_path, monkeypatch):
 
 def test_error_texts(seeded, tmp_path):
     assert fail_once(seeded, tmp_path, 'ok\n{{ service("%WEB%")[0].Adress }}\n') == (
-        "<tmp>/t.tmpl:2: HealthService has no attribute 'Adress' (did you mean 'Address'?); "
+        "<tmp>/t.j2:2: HealthService has no attribute 'Adress' (did you mean 'Address'?); "
         "keeping the last good <tmp>/out"
     )
     assert fail_once(seeded, tmp_path, '\n\n{{ service("web@") }}') == (
-        '<tmp>/t.tmpl:3: service("web@"): expected "[tag.]name[@dc][~near][|filter,...]"; '
+        '<tmp>/t.j2:3: service("web@"): expected "[tag.]name[@dc][~near][|filter,...]"; '
         "keeping the last good <tmp>/out"
     )
     assert fail_once(seeded, tmp_path, "a\n{% for s in service('x') %}\n") == (
-        "ctemplate: error: <tmp>/t.tmpl:2: syntax error: Unexpected end of template. Jinja was "
+        "ctemplate: error: <tmp>/t.j2:2: syntax error: Unexpected end of template. Jinja was "
         "looking for the following tags: 'endfor' or 'else'. The innermost block that needs to "
         "be closed is 'for'."
     )
@@ -372,7 +372,7 @@ def test_denied_function_and_sandbox_from_hcl(seeded, tmp_path):
     (sandbox / "link.txt").symlink_to(tmp_path / "secret.txt")
 
     def run(template: str) -> str:
-        src = tmp_path / "t.tmpl"
+        src = tmp_path / "t.j2"
         src.write_text(template)
         config = tmp_path / "ct.hcl"
         config.write_text(
@@ -390,20 +390,20 @@ def test_denied_function_and_sandbox_from_hcl(seeded, tmp_path):
         return line.replace(str(tmp_path), "<tmp>")
 
     assert run('{{ key("' + PREFIX + '/app/name") }}\n{{ plugin("date") }}') == (
-        "<tmp>/t.tmpl:2: plugin() is disabled by function_denylist (pattern 'plugin'); keeping "
+        "<tmp>/t.j2:2: plugin() is disabled by function_denylist (pattern 'plugin'); keeping "
         "the last good <tmp>/out"
     )
     assert run('{{ "x" | writeToFile("/tmp/x") }}') == (
-        "<tmp>/t.tmpl:1: writeToFile() is disabled by function_denylist (pattern 'write*'); "
+        "<tmp>/t.j2:1: writeToFile() is disabled by function_denylist (pattern 'write*'); "
         "keeping the last good <tmp>/out"
     )
     assert run(f'{{{{ file("{sandbox}/link.txt") }}}}') == (
-        '<tmp>/t.tmpl:1: file("<tmp>/sandbox/link.txt"): outside the sandbox <tmp>/sandbox (it '
+        '<tmp>/t.j2:1: file("<tmp>/sandbox/link.txt"): outside the sandbox <tmp>/sandbox (it '
         "resolves to <tmp>/secret.txt); sandbox_path allows only paths inside it; keeping the "
         "last good <tmp>/out"
     )
     assert run('{{ file("/etc/hostname") }}') == (
-        '<tmp>/t.tmpl:1: file("/etc/hostname"): outside the sandbox <tmp>/sandbox; sandbox_path '
+        '<tmp>/t.j2:1: file("/etc/hostname"): outside the sandbox <tmp>/sandbox; sandbox_path '
         "allows only paths inside it; keeping the last good <tmp>/out"
     )
 
@@ -416,7 +416,7 @@ def test_daemon_keeps_last_good_output_and_follows_files(seeded, tmp_path):
     seeded.put_kv(key, "80")
     data = tmp_path / "data.txt"
     data.write_text("one")
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(
         f'port {{{{ key("{key}") | parseInt }}}} file {{{{ file("{data}") }}}}'
         f' safe {{{{ safeLs("{PREFIX}/daemon-empty/") | length }}}}\n'

@@ -39,7 +39,7 @@ def tls_agent(consul_binary, tmp_path_factory):
 
 
 def _config(tmp_path, port, ssl: str) -> str:
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text('{{ key("tls/greeting") }}\n')
     config = tmp_path / "ct.hcl"
     config.write_text(

@@ -15,7 +15,7 @@ from ctemplate.language.jinja import FILTERS, GLOBALS, TemplateEngine
 
 
 def render(text: str, tmp_path, data=None, **options) -> str:
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(text)
     tc = TemplateConfig(destination="out", source=str(src), origin="ct.hcl: template[1]", **options)
     ex = TemplateEngine(Config()).load(tc).execute(data or {})
@@ -27,7 +27,7 @@ def render(text: str, tmp_path, data=None, **options) -> str:
 
 def error(text: str, tmp_path, data=None, **options) -> str:
     """The error message without the "<file>:" prefix."""
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(text)
     tc = TemplateConfig(destination="out", source=str(src), origin="ct.hcl: template[1]", **options)
     ex = TemplateEngine(Config()).load(tc).execute(data or {})

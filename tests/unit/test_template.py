@@ -22,7 +22,7 @@ from ctemplate.language.jinja import TemplateEngine
 
 
 def _load(text, tmp_path, config=None, **kw):
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(text)
     return TemplateEngine(config or Config()).load(
         TemplateConfig(destination="out", source=str(src), origin="ct.hcl: template[1]", **kw)
@@ -105,27 +105,27 @@ def test_misspelt_field_names_file_line_and_suggestion(tmp_path):
     t = _load('line one\n{% for s in service("web") %}\n{{ s.Adress }}\n{% endfor %}\n', tmp_path)
     ex = t.execute({"health.service(web|passing)": (_svc("n1", "10.0.0.1", 80),)})
     assert str(ex.error) == (
-        f"{tmp_path}/t.tmpl:3: HealthService has no attribute 'Adress' (did you mean 'Address'?)"
+        f"{tmp_path}/t.j2:3: HealthService has no attribute 'Adress' (did you mean 'Address'?)"
     )
 
 
 def test_bad_query_quotes_it_with_the_grammar(tmp_path):
     t = _load('a\nb\n{{ service("web@") }}\n', tmp_path)
     assert str(t.execute({}).error) == (
-        f'{tmp_path}/t.tmpl:3: service("web@"): expected "[tag.]name[@dc][~near][|filter,...]"'
+        f'{tmp_path}/t.j2:3: service("web@"): expected "[tag.]name[@dc][~near][|filter,...]"'
     )
 
 
 def test_undefined_name_is_an_error(tmp_path):
     t = _load("{{ nosuch }}\n", tmp_path)
-    assert str(t.execute({}).error) == f"{tmp_path}/t.tmpl:1: 'nosuch' is undefined"
+    assert str(t.execute({}).error) == f"{tmp_path}/t.j2:1: 'nosuch' is undefined"
 
 
 def test_syntax_error_at_load(tmp_path):
     with pytest.raises(TemplateError) as info:
         _load("ok\n{% for %}\n", tmp_path)
     assert str(info.value) == (
-        f"{tmp_path}/t.tmpl:2: syntax error: Expected an expression, got 'end of statement block'"
+        f"{tmp_path}/t.j2:2: syntax error: Expected an expression, got 'end of statement block'"
     )
 
 
@@ -133,11 +133,11 @@ def test_missing_source_file(tmp_path):
     with pytest.raises(TemplateError) as info:
         TemplateEngine(Config()).load(
             TemplateConfig(
-                destination="o", source=str(tmp_path / "nope.tmpl"), origin="ct.hcl: template[2]"
+                destination="o", source=str(tmp_path / "nope.j2"), origin="ct.hcl: template[2]"
             )
         )
     assert str(info.value) == (
-        f"ct.hcl: template[2]: source '{tmp_path}/nope.tmpl' does not exist; check the path"
+        f"ct.hcl: template[2]: source '{tmp_path}/nope.j2' does not exist; check the path"
     )
 
 
@@ -179,7 +179,7 @@ def test_unknown_node_is_none_with_a_hint(tmp_path):
     t = _load('{% if node("x") %}yes{% else %}no{% endif %}\n{{ node("x").Node }}', tmp_path)
     ex = t.execute({"catalog.node(x)": None})
     assert str(ex.error) == (
-        f"{tmp_path}/t.tmpl:2: None has no attribute 'Node' (the value is empty, e.g. node() of "
+        f"{tmp_path}/t.j2:2: None has no attribute 'Node' (the value is empty, e.g. node() of "
         "an unknown node; guard it with {% if ... %})"
     )
 
@@ -189,7 +189,7 @@ def test_file_problems_are_template_errors_with_the_line(tmp_path):
     ex = t.execute(
         {"file(conf.ini)": FileProblem('file("conf.ini"): no such file; check the path')}
     )
-    assert str(ex.error) == f'{tmp_path}/t.tmpl:2: file("conf.ini"): no such file; check the path'
+    assert str(ex.error) == f'{tmp_path}/t.j2:2: file("conf.ini"): no such file; check the path'
     assert t.execute({"file(conf.ini)": "x=1\n"}).text == "a\nx=1\n"
 
 
@@ -206,7 +206,7 @@ def test_file_outside_the_sandbox_even_through_a_symlink(tmp_path):
     )
     ex = t.execute({f"file({sandbox}/ok.txt)": "ok"})
     assert str(ex.error) == (
-        f'{tmp_path}/t.tmpl:2: file("{sandbox}/link"): outside the sandbox {sandbox} (it resolves '
+        f'{tmp_path}/t.j2:2: file("{sandbox}/link"): outside the sandbox {sandbox} (it resolves '
         f"to {tmp_path}/secret); sandbox_path allows only paths inside it"
     )
     # The watch re-checks on every read, so a link swapped in later is caught too.
@@ -234,7 +234,7 @@ def test_errors_in_included_templates_name_both_files(tmp_path):
     (tmp_path / "bad.j2").write_text("{% if %}\n")
     t = _load('one\n{% include "inc.j2" %}\n', tmp_path)
     assert str(t.execute({}).error) == (
-        f"{tmp_path}/inc.j2:2: 'nosuch' is undefined (included from {tmp_path}/t.tmpl:2)"
+        f"{tmp_path}/inc.j2:2: 'nosuch' is undefined (included from {tmp_path}/t.j2:2)"
     )
     t = _load('{% include "bad.j2" %}', tmp_path)
     assert str(t.execute({}).error) == (
@@ -242,7 +242,7 @@ def test_errors_in_included_templates_name_both_files(tmp_path):
     )
     t = _load('{% include "../etc/passwd" %}', tmp_path)
     assert str(t.execute({}).error) == (
-        f"{tmp_path}/t.tmpl:1: template '../etc/passwd' not found in {tmp_path} (include and "
+        f"{tmp_path}/t.j2:1: template '../etc/passwd' not found in {tmp_path} (include and "
         "import paths are relative to the including template's directory)"
     )
 
@@ -252,7 +252,7 @@ def test_include_confined_to_the_sandbox(tmp_path):
     sandbox.mkdir()
     (tmp_path / "outside.j2").write_text("secret")
     (sandbox / "inc.j2").symlink_to(tmp_path / "outside.j2")
-    src = sandbox / "t.tmpl"
+    src = sandbox / "t.j2"
     src.write_text('{% include "inc.j2" %}')
     t = TemplateEngine(Config()).load(
         TemplateConfig(destination="o", source=str(src), sandbox_path=str(sandbox))
@@ -269,7 +269,7 @@ def test_function_denylist(tmp_path):
         'ok {{ key("a") }}\n{{ plugin("echo", "x") }}', tmp_path, function_denylist=("plug*",)
     )
     assert str(t.execute({"kv.block(a)": "v"}).error) == (
-        f"{tmp_path}/t.tmpl:2: plugin() is disabled by function_denylist (pattern 'plug*')"
+        f"{tmp_path}/t.j2:2: plugin() is disabled by function_denylist (pattern 'plug*')"
     )
     t = _load('{{ "x" | plugin("echo") }}', tmp_path, function_denylist=("plugin",))
     assert "plugin() is disabled" in str(t.execute({}).error)
@@ -302,7 +302,7 @@ def test_write_to_file_refuses_symlinks_and_the_outside_of_the_sandbox(tmp_path)
     (tmp_path / "link").symlink_to(target)
     t = _load(f'{{{{ writeToFile("{tmp_path}/link", "x") }}}}', tmp_path)
     assert str(t.execute({}).error) == (
-        f'{tmp_path}/t.tmpl:1: writeToFile("{tmp_path}/link"): the file is a symlink; refusing '
+        f'{tmp_path}/t.j2:1: writeToFile("{tmp_path}/link"): the file is a symlink; refusing '
         "to follow it"
     )
     assert target.read_text() == "keep"
@@ -314,7 +314,7 @@ def test_write_to_file_refuses_symlinks_and_the_outside_of_the_sandbox(tmp_path)
         sandbox_path=str(sandbox),
     )
     assert str(t.execute({}).error) == (
-        f'{tmp_path}/t.tmpl:1: writeToFile("{tmp_path}/no"): outside the sandbox {sandbox}; '
+        f'{tmp_path}/t.j2:1: writeToFile("{tmp_path}/no"): outside the sandbox {sandbox}; '
         "sandbox_path allows only paths inside it"
     )
     assert (sandbox / "ok").read_text() == "x" and not (tmp_path / "no").exists()
@@ -322,7 +322,7 @@ def test_write_to_file_refuses_symlinks_and_the_outside_of_the_sandbox(tmp_path)
 
 def test_write_to_file_is_skipped_in_dry_mode(tmp_path):
     out = tmp_path / "f"
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(f'{{{{ writeToFile("{out}", "x") }}}}')
     t = TemplateEngine(Config(dry=True)).load(TemplateConfig(destination="o", source=str(src)))
     assert t.execute({}).text == "" and not out.exists()
@@ -337,7 +337,7 @@ def test_write_to_file_is_skipped_in_dry_mode(tmp_path):
     ],
 )
 def test_runtime_error_texts(text, message, tmp_path):
-    assert str(_load(text, tmp_path).execute({}).error) == f"{tmp_path}/t.tmpl:{message}"
+    assert str(_load(text, tmp_path).execute({}).error) == f"{tmp_path}/t.j2:{message}"
 
 
 @pytest.mark.parametrize(
@@ -360,7 +360,7 @@ def test_runtime_error_texts(text, message, tmp_path):
 def test_load_error_texts(text, message, tmp_path):
     with pytest.raises(TemplateError) as info:
         _load(text, tmp_path)
-    assert str(info.value) == f"{tmp_path}/t.tmpl:{message}"
+    assert str(info.value) == f"{tmp_path}/t.j2:{message}"
 
 
 def test_loop_controls_and_do_are_available(tmp_path):
@@ -418,7 +418,7 @@ def test_no_plugin_starts_while_the_daemon_stops(tmp_path):
     local.stop_plugins()
     try:
         assert str(t.execute({}).error) == (
-            f'{tmp_path}/t.tmpl:1: plugin("echo"): not run, ctemplate is stopping'
+            f'{tmp_path}/t.j2:1: plugin("echo"): not run, ctemplate is stopping'
         )
     finally:
         local.allow_plugins()

@@ -1,0 +1,3 @@
+module gotmplcases
+
+go 1.22
