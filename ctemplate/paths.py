@@ -12,7 +12,7 @@ import os
 
 from .errors import TemplateError
 
-__all__ = ["SandboxError", "call", "check_sandbox"]
+__all__ = ["SandboxError", "call", "check_sandbox", "read_in_sandbox"]
 
 
 class SandboxError(TemplateError):
@@ -36,3 +36,21 @@ def check_sandbox(path: str, sandbox: str, *, what: str = "file", shown: str = "
             "sandbox_path allows only paths inside it"
         )
     return real
+
+
+def _real_path_of(fd: int, path: str) -> str:
+    """Where an open file really is, whatever happened to ``path`` since it was opened."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(path)
+
+
+def read_in_sandbox(path: str, sandbox: str, *, what: str = "file") -> str:
+    """The text of ``path``, checked against ``sandbox`` before it is opened (for the message)
+    and again on the file actually opened, so a symlink swapped in between cannot lead out."""
+    check_sandbox(path, sandbox, what=what)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    with open(fd, encoding="utf-8", errors="replace", closefd=True) as f:
+        check_sandbox(_real_path_of(fd, path), sandbox, what=what, shown=path)
+        return f.read()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 from ..errors import ConsulError, QueryError
-from ..paths import SandboxError, call, check_sandbox
+from ..paths import SandboxError, call, read_in_sandbox
 from .records import (
     CARoot,
     CatalogNode,
@@ -414,7 +414,7 @@ class FileQuery(Query):
     def read(self) -> str | FileProblem:
         try:
             if self.sandbox:
-                check_sandbox(self.path, self.sandbox)
+                return read_in_sandbox(self.path, self.sandbox)
             with open(self.path, encoding="utf-8", errors="replace") as f:
                 return f.read()
         except SandboxError as exc:

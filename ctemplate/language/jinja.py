@@ -31,7 +31,7 @@ from jinja2 import StrictUndefined
 
 from ..config import Config, TemplateConfig
 from ..errors import CtemplateError, TemplateError
-from ..paths import check_sandbox
+from ..paths import read_in_sandbox
 from .execution import Execution, Options, Pass, current
 from .registry import REGISTRY
 from .sandbox import SandboxedEnvironment
@@ -358,7 +358,12 @@ class _Loader(jinja2.FileSystemLoader):
     ) -> tuple[str, str, Callable[[], bool]]:
         source, filename, uptodate = super().get_source(environment, template)
         if self._sandbox:
-            check_sandbox(filename, self._sandbox, what="include")
+            # Read again from the file actually opened and checked: a symlink swapped in after
+            # the loader's read cannot lead out of the sandbox.
+            try:
+                source = read_in_sandbox(filename, self._sandbox, what="include")
+            except OSError as exc:
+                raise jinja2.TemplateNotFound(template) from exc
         return source, filename, uptodate
 
 

@@ -44,8 +44,32 @@ class UnsafeAccess(TemplateError):
     """A template tried to reach something outside its sandbox."""
 
 
+# The rule depends only on the value's type and the name, and a template reads the same few
+# fields of the same few types over and over (Address and Port of 5,000 records): the answers
+# are remembered. With that and the safe case first in ``getattr`` below, the sandboxed nginx
+# template takes 1.1-1.2x the CPU time of the plain one, instead of 1.7-2.7x (bench/sandbox.py).
+# Bounded: names can come from data (``attr(name)``).
+_decided: dict[tuple[type, str], bool] = {}
+_DECIDED_MAX = 4096
+
+
 def is_safe_attribute(obj: Any, name: str) -> bool:
     """Whether a template may read ``obj.<name>`` (see the module's docstring for the rule)."""
+    key = (type(obj), name)
+    try:
+        return _decided[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable name
+        return False
+    safe = _decide(obj, name)
+    if len(_decided) >= _DECIDED_MAX:
+        _decided.clear()
+    _decided[key] = safe
+    return safe
+
+
+def _decide(obj: Any, name: str) -> bool:
     if not isinstance(name, str) or not name or name.startswith("_"):
         return False
     if isinstance(obj, types.ModuleType):
@@ -74,6 +98,21 @@ class SandboxedEnvironment(_JinjaSandbox):
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         return is_safe_attribute(obj, attr)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``obj.attribute`` in a template: Jinja's sandboxed lookup with the common case (a
+        safe attribute) first; ``str.format`` is never safe, so it is wrapped only on the way
+        out, exactly as Jinja does."""
+        try:
+            value = getattr(obj, attribute)
+        except AttributeError:
+            return super().getattr(obj, attribute)  # then obj[attribute], or undefined
+        if is_safe_attribute(obj, attribute):
+            return value
+        formatter = self.wrap_str_format(value)
+        if formatter is not None:
+            return formatter
+        return self.unsafe_undefined(obj, attribute)
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
         return self.undefined(refusal(obj, attribute), name=attribute, obj=obj, exc=SecurityError)

@@ -93,3 +93,52 @@ def test_failed_check_keeps_old_file_and_leaves_no_temp(tmp_path):
 def test_destination_is_a_directory(tmp_path):
     with pytest.raises(RenderError, match="is a directory; point destination at a file"):
         render(str(tmp_path), "x")
+
+
+def test_symlink_destination_is_replaced_not_written_through(tmp_path):
+    target = tmp_path / "target"
+    target.write_text("theirs\n")
+    target.chmod(0o666)
+    dest = tmp_path / "out"
+    dest.symlink_to(target)
+    result = render(str(dest), "ours\n")
+    assert result.written
+    assert not dest.is_symlink()
+    assert dest.read_text() == "ours\n"
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o644
+    assert target.read_text() == "theirs\n"
+
+
+def test_backup_is_a_hard_link_renamed_into_place(tmp_path):
+    dest = tmp_path / "out"
+    render(str(dest), "one\n")
+    first = dest.stat().st_ino
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    (tmp_path / "out.bak").symlink_to(victim)
+    render(str(dest), "two\n", backup=True)
+    bak = tmp_path / "out.bak"
+    assert not bak.is_symlink()
+    assert (bak.read_text(), bak.stat().st_ino) == ("one\n", first)
+    assert victim.read_text() == "keep\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.bak", "victim"]
+
+
+def test_setuid_bit_survives_a_rewrite(tmp_path):
+    dest = tmp_path / "tool"
+    for text in ("a", "b"):
+        render(str(dest), text, perms=0o4755)
+        assert stat.S_IMODE(dest.stat().st_mode) == 0o4755
+
+
+def test_directory_link_of_another_user_is_refused(tmp_path):
+    if os.geteuid() != 0:
+        pytest.fail("needs root to make a link owned by another user")
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    os.lchown(link, 4321, 4321)
+    with pytest.raises(RenderError, match=f"{link} is a symlink owned by uid 4321"):
+        render(str(link / "out"), "x")
+    assert list(real.iterdir()) == []
