@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
+from ..sandbox import is_safe_attribute
 from . import builtins as bi
 from .errors import GoTemplateError
 from .fmt import NO_VALUE, is_struct, sort_keys, sprint_value, sprintf, type_name
@@ -146,7 +147,6 @@ class _State:
 # --- what a template may read -------------------------------------------------------------------
 
 
-# TODO(sandbox): swap for ctemplate.language.sandbox.is_safe_attribute when it lands.
 def attribute_allowed(obj: Any, name: str) -> bool:
     """May a template read ``obj.name``? Only public dataclass fields and declared methods.
 
@@ -157,7 +157,8 @@ def attribute_allowed(obj: Any, name: str) -> bool:
     """
     if name.startswith("_") or isinstance(obj, type) or inspect.ismodule(obj):
         return False
-    return name in _members(type(obj))
+    # Both front ends' rule (language/sandbox.py), and Go's narrower one: declared members only.
+    return name in _members(type(obj)) and is_safe_attribute(obj, name)
 
 
 _MEMBERS: dict[type, dict[str, Any]] = {}
