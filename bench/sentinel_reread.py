@@ -46,7 +46,7 @@ def main() -> None:
                     {"CheckID": f"{name}-c", "Name": "c", "Status": "passing", "ServiceID": name}
                 ],
             )
-        src, out = Path(d) / "t.tmpl", Path(d) / "t.out"
+        src, out = Path(d) / "t.j2", Path(d) / "t.out"
         src.write_text(
             "".join(
                 f'{{% for s in service("{n}") %}}{{{{ s.Port }}}}\n{{% endfor %}}' for n in names

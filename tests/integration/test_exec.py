@@ -323,7 +323,7 @@ def test_once_with_exec_flags_waits_for_the_child_and_exits_with_its_status(
 ):
     key = f"{unique}/app"
     consul.put_kv(key, "once")
-    src = tmp_path / "in.tmpl"
+    src = tmp_path / "in.j2"
     src.write_text(f"{{{{ key('{key}') }}}}")
     dest = tmp_path / "app.conf"
     out = tmp_path / "out"

@@ -57,7 +57,7 @@ def test_one_failing_query_is_named_and_logged_once(consul, unique, tmp_path):
     makes /health 503 naming the query and its error; it is logged once, and Consul is not
     reported unreachable and reachable again over and over."""
     consul.put_kv(f"{unique}/x", "1")
-    good, bad = tmp_path / "good.tmpl", tmp_path / "bad.tmpl"
+    good, bad = tmp_path / "good.j2", tmp_path / "bad.j2"
     good.write_text(f'x={{{{ key("{unique}/x") }}}}\n')
     bad.write_text('{% for s in service("web@dc9") %}{{ s.Address }}\n{% endfor %}')
     good_out, bad_out = tmp_path / "good.out", tmp_path / "bad.out"
@@ -99,7 +99,7 @@ def test_once_timeout_names_the_failing_query(consul, unique, tmp_path):
     """Promise: -once -once-timeout names a query that keeps failing (with its error) while
     the agent answers the others, and does not call Consul unreachable."""
     consul.put_kv(f"{unique}/x", "1")
-    src, out = tmp_path / "t.tmpl", tmp_path / "t.out"
+    src, out = tmp_path / "t.j2", tmp_path / "t.out"
     src.write_text(f'x={{{{ key("{unique}/x") }}}}\n{{{{ service("web@dc9") | length }}}}\n')
     args = ["-consul-addr", consul.http_addr, "-template", f"{src}:{out}"]
     result = run_ctemplate([*args, "-once", "-once-timeout", "3s"], timeout=30)
@@ -120,7 +120,7 @@ def test_an_answer_trickling_in_is_cut_and_reported(consul, unique, tmp_path):
     once naming the query, and retried: the change made meanwhile is rendered."""
     key = f"{unique}/x"
     consul.put_kv(key, "before")
-    src, out = tmp_path / "t.tmpl", tmp_path / "t.out"
+    src, out = tmp_path / "t.j2", tmp_path / "t.out"
     src.write_text(f'x={{{{ key("{key}") }}}}\n')
     with FaultProxy(consul.http_addr) as proxy:
         config = _config(tmp_path, proxy.addr, [(src, out)], extra='block_query_wait = "1s"\n')
@@ -151,7 +151,7 @@ def test_a_failed_write_is_retried_and_a_deleted_file_written_again(consul, uniq
     file, is logged once, and is tried again on a backoff: once the directory is gone the file
     appears without any change in Consul. A destination deleted by someone is written again."""
     consul.put_kv(f"{unique}/x", "1")
-    src, out = tmp_path / "t.tmpl", tmp_path / "t.out"
+    src, out = tmp_path / "t.j2", tmp_path / "t.out"
     src.write_text(f'x={{{{ key("{unique}/x") }}}}\n')
     out.mkdir()
     (out / "something").write_text("in the way\n")
@@ -180,32 +180,32 @@ def test_a_failed_write_is_retried_and_a_deleted_file_written_again(consul, uniq
 
 
 def _configmap_swap(root: Path, version: int, text: str) -> None:
-    """Publish ``text`` as ``t.tmpl`` the way the kubelet updates a mounted ConfigMap: a new
+    """Publish ``text`` as ``t.j2`` the way the kubelet updates a mounted ConfigMap: a new
     timestamped directory, a ``..data_tmp`` link to it renamed atomically over ``..data``, the
     old directory removed."""
     new = root / f"..2026_11_27_16_00_0{version}.{version:06d}"
     new.mkdir()
-    (new / "t.tmpl").write_text(text)
+    (new / "t.j2").write_text(text)
     old = (root / "..data").resolve() if (root / "..data").is_symlink() else None
     tmp = root / "..data_tmp"
     tmp.symlink_to(new.name)
     tmp.rename(root / "..data")
     if old is not None:
-        (old / "t.tmpl").unlink()
+        (old / "t.j2").unlink()
         old.rmdir()
 
 
 def test_a_template_replaced_the_configmap_way_is_picked_up(consul, unique, tmp_path):
     """Promise: a template whose source is replaced the way Kubernetes updates a ConfigMap
-    (``t.tmpl -> ..data/t.tmpl``, the ``..data`` link swapped to a new directory) is loaded
+    (``t.j2 -> ..data/t.j2``, the ``..data`` link swapped to a new directory) is loaded
     again and rendered, at every swap."""
     consul.put_kv(f"{unique}/x", "1")
     root = tmp_path / "configmap"
     root.mkdir()
     _configmap_swap(root, 1, f'v1 x={{{{ key("{unique}/x") }}}}\n')
-    (root / "t.tmpl").symlink_to("..data/t.tmpl")
+    (root / "t.j2").symlink_to("..data/t.j2")
     out = tmp_path / "t.out"
-    config = _config(tmp_path, consul.http_addr, [(root / "t.tmpl", out)])
+    config = _config(tmp_path, consul.http_addr, [(root / "t.j2", out)])
     with Daemon(["-config", str(config)]) as ct:
         wait_for(lambda: read(out) == "v1 x=1\n", what="first render", log=ct.log())
         time.sleep(0.5)  # the watch is up
@@ -214,4 +214,4 @@ def test_a_template_replaced_the_configmap_way_is_picked_up(consul, unique, tmp_
         _configmap_swap(root, 3, f'v3 x={{{{ key("{unique}/x") }}}}\n')
         wait_for(lambda: read(out) == "v3 x=1\n", what="the second swap", log=ct.log())
         log = ct.log()
-    assert log.count(f"(runner) {root / 't.tmpl'}: template changed, rendering again") == 2, log
+    assert log.count(f"(runner) {root / 't.j2'}: template changed, rendering again") == 2, log

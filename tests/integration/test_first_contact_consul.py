@@ -36,7 +36,7 @@ def _messages(log: str, level: str) -> list[str]:
 
 def test_unreachable_consul_says_at_once_what_is_happening(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"  # nothing listens there
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text('{{ key("app/x") }}\n')
     args = ["-once", "-consul-addr", address, "-template", f"{src}:{tmp_path / 'out'}"]
     args += ["-consul-retry-attempts", "3", "-consul-retry-backoff", "50ms"]
@@ -62,7 +62,7 @@ def test_unreachable_consul_says_at_once_what_is_happening(tmp_path: Path) -> No
 
 def test_unreachable_consul_with_default_retries_counts_to_twelve(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text('{{ key("app/x") }}\n')
     with Daemon(["-once", "-consul-addr", address, "-template", f"{src}:{tmp_path / 'out'}"]) as ct:
         wait_for(lambda: "attempt 2/12, next in " in ct.log(), timeout=20, log=ct.log())
@@ -88,7 +88,7 @@ def test_an_address_that_is_not_consul_is_said_at_once(tmp_path: Path) -> None:
     )
     try:
         wait_for(lambda: _listening(port), timeout=10, what="http.server")
-        src = tmp_path / "t.tmpl"
+        src = tmp_path / "t.j2"
         src.write_text('{{ key("app/x") }}\n')
         out = tmp_path / "out"
         address = f"127.0.0.1:{port}"
@@ -111,7 +111,7 @@ def _listening(port: int) -> bool:
 
 def test_retries_disabled_says_so(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text('{{ key("app/x") }}\n')
     out = tmp_path / "out"
     result = run_ctemplate(
@@ -144,7 +144,7 @@ def test_retries_disabled_says_so(tmp_path: Path) -> None:
 def test_once_waiting_for_a_missing_key_says_how_to_end_the_wait(
     consul, unique: str, tmp_path: Path
 ) -> None:
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(f'{{{{ key("{unique}/absent") }}}}\n')
     out = tmp_path / "out"
     args = ["-once", "-consul-addr", consul.http_addr, "-template", f"{src}:{out}"]
@@ -163,7 +163,7 @@ def test_once_waiting_for_a_missing_key_says_how_to_end_the_wait(
 
 
 def test_unknown_datacenter_is_named_with_the_known_ones(consul, tmp_path: Path) -> None:
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text('{% for s in service("web@dc9") %}{{ s.Address }}{% endfor %}\n')
     out = tmp_path / "out"
     result = run_ctemplate(["-once", "-consul-addr", consul.http_addr, "-template", f"{src}:{out}"])
@@ -177,7 +177,7 @@ def test_unknown_datacenter_is_named_with_the_known_ones(consul, tmp_path: Path)
 
 
 def test_unknown_datacenter_does_not_mark_consul_unreachable(consul, tmp_path: Path) -> None:
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text('{% for s in service("web@dc9") %}{{ s.Address }}{% endfor %}\n')
     addr = f"127.0.0.1:{free_port()}"
     args = ["-consul-addr", consul.http_addr, "-status-addr", addr]
@@ -209,7 +209,7 @@ def test_health_is_503_while_the_last_command_failed_and_200_after_one_succeeds(
     consul, unique: str, tmp_path: Path
 ) -> None:
     consul.put_kv(f"{unique}/x", "1")
-    src, out, marker = tmp_path / "t.tmpl", tmp_path / "out", tmp_path / "fail"
+    src, out, marker = tmp_path / "t.j2", tmp_path / "out", tmp_path / "fail"
     src.write_text(f'x={{{{ key("{unique}/x") }}}}\n')
     marker.write_text("")
     config = tmp_path / "ct.hcl"
@@ -253,7 +253,7 @@ def test_non_utf8_value_is_reported_once_per_key_without_the_value(
 ) -> None:
     consul.put_kv(f"{unique}/bin", b"s3cret\xff\xfe")
     consul.put_kv(f"{unique}/text", "plain")
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(
         f'one={{{{ key("{unique}/bin") }}}}\n'
         f'{{% for p in tree("{unique}") %}}{{{{ p.Key }}}}={{{{ p.Value }}}}\n{{% endfor %}}'
@@ -274,7 +274,7 @@ def test_non_utf8_value_is_reported_once_per_key_without_the_value(
 
 def test_every_list_prints_as_a_list(consul, unique: str, tmp_path: Path) -> None:
     consul.put_kv(f"{unique}/cfg", '{"b": {"y": 1, "x": 2}, "a": [3, 1]}')
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(
         'dcs={{ datacenters() }}\nsplit={{ "p,q" | split(",") }}\n'
         f'cfg={{{{ key("{unique}/cfg") | parseJSON }}}}\n'

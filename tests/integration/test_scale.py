@@ -198,7 +198,7 @@ def test_health_sentinel_follows_every_field_a_template_reads(consul, unique, tm
 
     for i in range(32):
         register(i)
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(
         "".join(
             f'{{% for i in service("{n}") %}}{{{{ i.Name }}}} rack={{{{ i.NodeMeta["rack"] }}}}'

@@ -110,7 +110,7 @@ def test_template_escape_is_refused(consul, tmp_path, line, names):
     marker = tmp_path / "MARKER"
     secret = tmp_path / "secret.txt"
     secret.write_text(SECRET)
-    src = tmp_path / "escape.tmpl"
+    src = tmp_path / "escape.j2"
     text = line.replace("{marker}", str(marker)).replace("{secret}", str(secret))
     src.write_text(f"first line is fine\n{text}\n")
     out = tmp_path / "out"
@@ -136,7 +136,7 @@ def test_records_and_ordinary_methods_still_work(consul, unique, tmp_path):
     consul.register_service(name, address="10.0.0.7", port=8080, tags=["blue"])
     key = f"{unique}/cfg"
     consul.put_kv(key, '{"mode": "fast"}')
-    src = tmp_path / "ok.tmpl"
+    src = tmp_path / "ok.j2"
     src.write_text(
         f'{{% for s in service("{name}") %}}{{{{ s.Address }}}}:{{{{ s.Port }}}} '
         "{{ s.Tags | join(',') | upper }} {{ '{}-{}'.format(s.Name, s.Port) }}\n"
@@ -161,11 +161,11 @@ def test_daemon_reports_escape_and_keeps_rendering_the_others(consul, unique, tm
     key = f"{unique}/n"
     consul.put_kv(key, "1")
     marker = tmp_path / "MARKER"
-    bad = tmp_path / "bad.tmpl"
+    bad = tmp_path / "bad.j2"
     bad.write_text(
         f"n={{{{ key(\"{key}\") }}}}\n{{{{ key.__globals__['os'].system('touch {marker}') }}}}\n"
     )
-    good = tmp_path / "good.tmpl"
+    good = tmp_path / "good.j2"
     good.write_text(f'n={{{{ key("{key}") }}}}\n')
     config = tmp_path / "ct.hcl"
     config.write_text(
@@ -191,16 +191,16 @@ def test_denied_function_cannot_be_reached_through_filters_or_includes(consul, t
     """Promise: ``function_denylist`` holds whichever way a function is named: as a function,
     as a filter, through ``map``, and in an included template."""
     marker = tmp_path / "MARKER"
-    part = tmp_path / "part.tmpl"
+    part = tmp_path / "part.j2"
     part.write_text(f"{{{{ plugin('touch', '{marker}') }}}}\n")
     cases = {
         "call": f"{{{{ plugin('touch', '{marker}') }}}}",
         "filter": f"{{{{ '{marker}' | plugin('touch') }}}}",
         "map": f"{{{{ ['{marker}'] | map('plugin', 'touch') | list }}}}",
-        "include": "{% include 'part.tmpl' %}",
+        "include": "{% include 'part.j2' %}",
     }
     for name, text in cases.items():
-        src = tmp_path / f"{name}.tmpl"
+        src = tmp_path / f"{name}.j2"
         src.write_text(text + "\n")
         out = tmp_path / f"{name}.out"
         config = tmp_path / f"{name}.hcl"
@@ -223,14 +223,14 @@ def test_sandbox_path_is_not_bypassed(consul, tmp_path):
     sandbox.mkdir()
     secret = tmp_path / "secret.txt"
     secret.write_text(SECRET)
-    (sandbox / "link.tmpl").symlink_to(secret)
+    (sandbox / "link.j2").symlink_to(secret)
     cases = {
         "file": f"{{{{ file('{secret}') }}}}",
-        "include-link": "{% include 'link.tmpl' %}",
+        "include-link": "{% include 'link.j2' %}",
         "open": f"{{{{ file.__globals__['__builtins__']['open']('{secret}').read() }}}}",
     }
     for name, text in cases.items():
-        src = sandbox / f"{name}.tmpl"
+        src = sandbox / f"{name}.j2"
         src.write_text(text + "\n")
         out = tmp_path / f"{name}.out"
         config = tmp_path / f"{name}.hcl"
@@ -270,7 +270,7 @@ def test_planted_bak_symlink_is_replaced_not_followed(consul, tmp_path):
     """Promise: with ``backup = true`` a ``.bak`` planted as a symlink by another user is
     replaced by the backup; the file it points at keeps its content and its mode."""
     victim = _victim(tmp_path / "root-only.conf")
-    src, dest = tmp_path / "app.tmpl", tmp_path / "app.conf"
+    src, dest = tmp_path / "app.j2", tmp_path / "app.conf"
     src.write_text("version 1\n")
     template = _template(src, dest, backup=True)
     assert _once(consul, tmp_path, template).returncode == 0
@@ -296,7 +296,7 @@ def test_planted_destination_symlink_lends_neither_owner_nor_mode(consul, tmp_pa
     theirs.chmod(0o666)
     dest = tmp_path / "app.conf"
     _plant_link(dest, theirs)
-    src = tmp_path / "app.tmpl"
+    src = tmp_path / "app.j2"
     src.write_text("secret=42\n")
     result = _once(consul, tmp_path, _template(src, dest))
     assert result.returncode == 0, result.stderr
@@ -314,7 +314,7 @@ def test_planted_destination_symlink_lends_neither_owner_nor_mode(consul, tmp_pa
 def test_rewrite_keeps_the_owner_of_the_file_it_replaces(consul, tmp_path):
     """Promise: a rewritten destination keeps the owner and mode of the regular file at that
     path (as consul-template), so a service user can still read it."""
-    src, dest = tmp_path / "app.tmpl", tmp_path / "app.conf"
+    src, dest = tmp_path / "app.j2", tmp_path / "app.conf"
     dest.write_text("old\n")
     os.chown(dest, OTHER_UID, OTHER_UID)
     dest.chmod(0o640)
@@ -338,7 +338,7 @@ def test_parent_directory_link_of_another_user_is_refused(consul, tmp_path):
     elsewhere.mkdir()
     planted = tmp_path / "conf.d"
     _plant_link(planted, elsewhere)
-    src = tmp_path / "app.tmpl"
+    src = tmp_path / "app.j2"
     src.write_text("x\n")
     result = _once(consul, tmp_path, _template(src, planted / "app.conf"))
     assert result.returncode == 14, result.stderr
@@ -361,7 +361,7 @@ def test_pid_file_planted_symlink_is_replaced(consul, tmp_path):
     victim = _victim(tmp_path / "root-only.conf")
     pid_file = tmp_path / "ct.pid"
     _plant_link(pid_file, victim)
-    src = tmp_path / "app.tmpl"
+    src = tmp_path / "app.j2"
     src.write_text("x\n")
     config = tmp_path / "ct.hcl"
     config.write_text(
@@ -399,7 +399,7 @@ def test_write_to_file_refuses_symlinked_parent_and_file(consul, tmp_path):
         ),
     }
     for name, (path, message) in cases.items():
-        src = tmp_path / f"{name}.tmpl"
+        src = tmp_path / f"{name}.j2"
         src.write_text(f'{{{{ writeToFile("{path}", "KEY") }}}}done\n')
         out = tmp_path / f"{name}.out"
         result = _once(consul, tmp_path, _template(src, out))
@@ -417,7 +417,7 @@ def test_write_to_file_sandbox_checks_the_directory_it_opens(consul, tmp_path):
     outside = tmp_path / "outside"
     (outside / "sub").mkdir(parents=True)
     (sandbox / "up").symlink_to(outside)
-    src = sandbox / "w.tmpl"
+    src = sandbox / "w.j2"
     src.write_text(f'{{{{ writeToFile("{sandbox}/up/sub/f", "x") }}}}\n')
     result = _once(consul, tmp_path, _template(src, tmp_path / "w.out", sandbox_path=str(sandbox)))
     assert result.returncode == 14, result.stderr
@@ -432,7 +432,7 @@ def test_write_to_file_sandbox_checks_the_directory_it_opens(consul, tmp_path):
 def test_special_mode_bits_hold_on_every_write(consul, tmp_path):
     """Promise: ``perms = "4755"`` (and ``writeToFile``'s perms) hold on every write, not only
     the first: the owner is set before the mode (``chown`` clears setuid/setgid)."""
-    src, dest = tmp_path / "tool.tmpl", tmp_path / "tool"
+    src, dest = tmp_path / "tool.j2", tmp_path / "tool"
     wtf = tmp_path / "helper"
     for version in (1, 2, 3):
         src.write_text(
@@ -491,7 +491,7 @@ def test_write_to_file_on_a_full_disk_keeps_the_previous_file(consul, tmp_path, 
     good = "GOOD\n" * 2000
     target.write_text(good)
     _fill(small_disk, leave=4096)
-    src = tmp_path / "w.tmpl"
+    src = tmp_path / "w.j2"
     src.write_text(f'{{{{ writeToFile("{target}", "NEW-" * 8000) }}}}done\n')
     out = tmp_path / "w.out"
     result = _once(consul, tmp_path, _template(src, out))
@@ -513,7 +513,7 @@ def test_backup_on_a_nearly_full_disk_keeps_a_whole_backup(consul, tmp_path, sma
     """Promise: ``backup = true`` never leaves a truncated ``.bak``: the backup is a hard link
     made under a temporary name and renamed into place, so it needs no room; when even the new
     file does not fit, the destination and its backup are left as they were."""
-    src, dest = tmp_path / "app.tmpl", small_disk / "app.conf"
+    src, dest = tmp_path / "app.j2", small_disk / "app.conf"
     bak = small_disk / "app.conf.bak"
     template = _template(src, dest, backup=True)
     small, large = "b" * 4000 + "\n", "d" * 40000 + "\n"
@@ -609,7 +609,7 @@ def test_token_a_header_cannot_carry_is_a_config_error(consul, tmp_path, case):
     on /health, or to be an "internal error")."""
     cases = {c[0]: c[1:] for c in _token_cases(tmp_path)}
     args, env, expected = cases[case]
-    src = tmp_path / "k.tmpl"
+    src = tmp_path / "k.j2"
     src.write_text('x={{ key("a") }}\n')
     result = run_ctemplate(
         [
@@ -637,7 +637,7 @@ def test_password_in_the_address_is_never_shown(consul, tmp_path):
 
     key = f"sec-{os.getpid()}/pw"
     consul.put_kv(key, "ok")
-    src = tmp_path / "k.tmpl"
+    src = tmp_path / "k.j2"
     src.write_text(f'x={{{{ key("{key}") }}}}\n')
     out = tmp_path / "k.out"
     good = run_ctemplate(
@@ -703,7 +703,7 @@ def test_kv_values_are_not_quoted_in_errors(consul, unique, tmp_path):
     args = ["-consul-addr", consul.http_addr]
     status = f"127.0.0.1:{free_port()}"
     for name, (function, _) in cases.items():
-        src = tmp_path / f"{name}.tmpl"
+        src = tmp_path / f"{name}.j2"
         src.write_text(f'{{{{ key("{unique}/{name}") | {function} }}}}\n')
         args += ["-template", f"{src}:{tmp_path}/{name}.out"]
     with Daemon([*args, "-status-addr", status]) as ct:
@@ -718,7 +718,7 @@ def test_kv_values_are_not_quoted_in_errors(consul, unique, tmp_path):
             body = exc.read().decode()
         log = ct.log()
     for name, (_, message) in cases.items():
-        assert f"[ERR] {tmp_path}/{name}.tmpl:1: {message}" in log, log
+        assert f"[ERR] {tmp_path}/{name}.j2:1: {message}" in log, log
     assert "hunter2" not in log
     assert "not YAML" in body
     assert "hunter2" not in body

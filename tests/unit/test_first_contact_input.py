@@ -176,7 +176,7 @@ def test_quoted_interpolation_is_left_alone(tmp_path: Path) -> None:
 
 
 def test_dry_errors_do_not_claim_to_keep_a_file(tmp_path: Path) -> None:
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text('{{ parseInt("eighty") }}\n')
     out = tmp_path / "out"
     result = run_ctemplate(["-once", "-dry", "-template", f"{src}:{out}"])
@@ -193,7 +193,7 @@ def test_dry_errors_do_not_claim_to_keep_a_file(tmp_path: Path) -> None:
 
 
 def test_maps_print_in_key_order_and_lists_as_lists(tmp_path: Path) -> None:
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text(
         '{% set y = "b: 1\\na: {d: 1, c: 2}" | parseYAML %}'
         'yaml={{ y }} keys={{ y | join(",") }}\n'
@@ -216,7 +216,7 @@ def test_maps_print_in_key_order_and_lists_as_lists(tmp_path: Path) -> None:
 
 
 def test_missing_record_field_is_still_an_error(tmp_path: Path) -> None:
-    src = tmp_path / "t.tmpl"
+    src = tmp_path / "t.j2"
     src.write_text('{% set m = {"a": 1} %}{{ m.missing.deeper }}{{ "x".Nope }}\n')
     result = run_ctemplate(["-once", "-dry", "-template", f"{src}:{tmp_path / 'out'}"])
     assert result.returncode == 14
