@@ -363,6 +363,10 @@ class _FileReader:
         for key in ("ttl", "max_stale", "block_query_wait"):
             if key in block:
                 result[key] = parse_duration(block[key], where=self.where(f"deduplicate.{key}"))
+        if result.get("block_query_wait", 0) > 600:
+            raise ConfigError(
+                f"{self.where('deduplicate.block_query_wait')}: Consul waits at most 10m"
+            )
         if "ttl" in result and not 10.0 <= result["ttl"] <= 86400.0:
             raise ConfigError(
                 f"{self.where('deduplicate.ttl')}: Consul accepts session TTLs from 10s to 24h"

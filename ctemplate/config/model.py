@@ -167,7 +167,9 @@ class DedupConfig:
     prefix: str = "ctemplate/dedup/"  # KV prefix of the locks and the shared data
     ttl: float = 15.0  # seconds, TTL of the Consul session (renewed at half of it)
     max_stale: float = 2.0  # seconds; stale reads of the shared data allowed this old
-    block_query_wait: float = 60.0  # seconds, wait of the blocking read of the shared data
+    # seconds, wait of the blocking reads of a lock and of the shared data: both answer at once
+    # on a change, so a long wait only saves idle requests (Consul's maximum is 10 minutes)
+    block_query_wait: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)

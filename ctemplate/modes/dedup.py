@@ -25,8 +25,9 @@ The template's id is a hash of what decides which queries it makes and how: its 
 delimiters. Not its source path, destination, command or permissions, so hosts that write the
 file to different places share the work.
 
-One Consul session per process (TTL ``ttl``, ``Behavior = "delete"``, lock delay 1 ms), renewed at
-half the TTL and created again after it is lost. Consul may take up to twice the TTL to invalidate
+One Consul session per process (TTL ``ttl``, ``Behavior = "delete"``, lock delay 1 ms), held only
+while the process leads a template or tries to take a free lock (a follower of everything renews
+nothing), renewed at half the TTL. Consul may take up to twice the TTL to invalidate
 the session of an instance that died; then its lock key is deleted, the followers' blocking reads
 of it return at once, and one of them takes over.
 """
@@ -191,9 +192,11 @@ class Dedup:
         self._on_role = on_role
         self._templates: dict[str, _Template] = {}
         self._session = ""
-        self._session_ready = asyncio.Event()
+        self._session_lock = asyncio.Lock()
+        self._acquiring = 0  # acquisitions in flight (they need the session)
         self._renewed_at = 0.0
         self._session_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._holder = json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode()
 
     # --- what the runner asks --------------------------------------------------------------
@@ -238,7 +241,7 @@ class Dedup:
             ]
 
     def start(self) -> None:
-        self._session_task = asyncio.create_task(self._keep_session(), name="dedup session")
+        """Nothing to do yet: a session is created only when a lock is free to take."""
 
     async def stop(self) -> None:
         """Give up every lock at once (destroying the session deletes the lock keys), so another
@@ -252,60 +255,82 @@ class Dedup:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._session:
-            with contextlib.suppress(ConsulError):
-                await self._client.write("PUT", f"/v1/session/destroy/{self._session}")
-            self._session = ""
+            sid, self._session = self._session, ""
+            await self._destroy(sid)
 
-    # --- the session ---------------------------------------------------------------------------
+    # --- the session: held only while this instance leads a template or tries to ---------------
 
-    async def _keep_session(self) -> None:
-        ttl = self._config.ttl
-        while True:
-            try:
-                if not self._session:
-                    _, data = await self._client.write(
-                        "PUT",
-                        "/v1/session/create",
-                        json_body={
-                            "Name": "ctemplate de-duplication",
-                            "Behavior": "delete",
-                            "TTL": f"{ttl:g}s",
-                            "LockDelay": "1ms",
-                        },
-                    )
-                    self._session = str(data["ID"])
-                    self._renewed_at = time.monotonic()
-                    self._session_ready.set()
-                    log.debug("(dedup) session %s created", self._session)
-                await asyncio.sleep(ttl / 2)
-                status, _ = await self._client.write(
-                    "PUT", f"/v1/session/renew/{self._session}", ok=(200, 404)
+    async def _ensure_session(self) -> str:
+        async with self._session_lock:
+            if not self._session:
+                _, data = await self._client.write(
+                    "PUT",
+                    "/v1/session/create",
+                    json_body={
+                        "Name": "ctemplate de-duplication",
+                        "Behavior": "delete",
+                        "TTL": f"{self._config.ttl:g}s",
+                        "LockDelay": "1ms",
+                    },
                 )
-                if status == 404:
-                    log.warning("(dedup) the session was lost (invalidated by Consul); a new one")
-                    self._lose_session()
-                else:
-                    self._renewed_at = time.monotonic()
+                sid = data.get("ID") if isinstance(data, dict) else None
+                if not sid:
+                    raise ConsulError("PUT /v1/session/create: Consul sent no session ID")
+                self._session = str(sid)
+                self._renewed_at = time.monotonic()
+                self._session_task = asyncio.create_task(
+                    self._renew(self._session), name="dedup session"
+                )
+                log.debug("(dedup) session %s created", self._session)
+        return self._session
+
+    async def _renew(self, sid: str) -> None:
+        ttl = self._config.ttl
+        while self._session == sid:
+            await asyncio.sleep(ttl / 2)
+            if self._session != sid:
+                return
+            try:
+                status, _ = await self._client.write(
+                    "PUT", f"/v1/session/renew/{sid}", ok=(200, 404)
+                )
             except ConsulError as exc:
                 log.debug("(dedup) session: %s", exc)
-                if self._session and time.monotonic() - self._renewed_at > ttl:
+                if time.monotonic() - self._renewed_at > ttl:
                     log.warning("(dedup) the session could not be renewed for %gs: %s", ttl, exc)
                     self._lose_session()
-                await asyncio.sleep(_RETRY)
-            except (KeyError, TypeError) as exc:  # an answer without an ID
-                log.warning("(dedup) unexpected answer creating a session: %s", exc)
-                await asyncio.sleep(_RETRY)
+                    return
+                continue
+            if status == 404:
+                log.warning("(dedup) the session was lost (invalidated by Consul)")
+                self._lose_session()
+                return
+            self._renewed_at = time.monotonic()
 
     def _lose_session(self) -> None:
         self._session = ""
-        self._session_ready.clear()
+        self._session_task = None
         for t in self._templates.values():
             self._set_role(t, "follower")
 
-    async def _wait_session(self) -> str:
-        while not self._session:
-            await self._session_ready.wait()
-        return self._session
+    def _release_if_idle(self) -> None:
+        """A follower of every template needs no session: give it up (no renewals), and create
+        one again when a lock is free."""
+        if not self._session or self._acquiring:
+            return
+        if any(t.role == "leader" for t in self._templates.values()):
+            return
+        sid, self._session = self._session, ""
+        if self._session_task is not None:
+            self._session_task.cancel()
+            self._session_task = None
+        task = asyncio.create_task(self._destroy(sid), name="dedup session destroy")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _destroy(self, sid: str) -> None:
+        with contextlib.suppress(ConsulError):
+            await self._client.write("PUT", f"/v1/session/destroy/{sid}")
 
     def _set_role(self, t: _Template, role: Role) -> None:
         if t.role == role:
@@ -329,7 +354,6 @@ class Dedup:
         index = 0
         while True:
             try:
-                sid = await self._wait_session()
                 resp = await self._client.get(
                     f"/v1/kv/{t.lock}", index=index, wait=self._config.block_query_wait
                 )
@@ -337,22 +361,29 @@ class Dedup:
                 holder = ""
                 if resp.data:
                     holder = str(resp.data[0].get("Session") or "")
-                if holder and holder == sid:
+                if holder and holder == self._session:
                     self._set_role(t, "leader")
                     continue
                 if holder:
                     self._set_role(t, "follower")
+                    self._release_if_idle()
                     continue
                 if t.role == "leader":  # the key is gone or released: not ours any more
                     self._set_role(t, "follower")
-                _, acquired = await self._client.write(
-                    "PUT", f"/v1/kv/{t.lock}", {"acquire": sid}, content=self._holder
-                )
+                self._acquiring += 1
+                try:
+                    sid = await self._ensure_session()
+                    _, acquired = await self._client.write(
+                        "PUT", f"/v1/kv/{t.lock}", {"acquire": sid}, content=self._holder
+                    )
+                finally:
+                    self._acquiring -= 1
                 if acquired is True:
                     await self._read_published(t)
                     self._set_role(t, "leader")
                 else:
                     self._set_role(t, "follower")
+                    self._release_if_idle()
                     await asyncio.sleep(_LOCK_DELAY_RETRY)
                     index = 0
             except ConsulError as exc:
