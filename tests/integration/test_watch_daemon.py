@@ -14,7 +14,7 @@ import httpx
 import pytest
 from consul_harness import ConsulAgent, find_consul, free_port
 from ctemplate_proc import Daemon, run_ctemplate, wait_for
-from test_watch import RECORDER, Watch, read_runs
+from test_watch_command import RECORDER, Watch, read_runs
 
 
 class Receiver:
