@@ -11,13 +11,13 @@ set flags; this loop owns reload and shutdown.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import contextvars
 import logging
 import os
 import shlex
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,8 +28,15 @@ from .config import Config, TemplateConfig, WaitConfig, parse_duration
 from .consul.client import ConsulClient, base_url
 from .consul.queries import Query
 from .consul.watch import Watcher, WatchSettings
-from .errors import CommandError, ConfigError, ConsulError, CtemplateError, RenderError
-from .language import local
+from .errors import (
+    CommandError,
+    ConfigError,
+    ConsulError,
+    CtemplateError,
+    RenderError,
+    TemplateError,
+)
+from .language import budget, local
 from .language.jinja import CompiledTemplate, Execution, TemplateEngine
 from .output.command import describe, run_command
 from .output.write import render
@@ -124,6 +131,45 @@ def _watch_settings(config: Config) -> WatchSettings:
     )
 
 
+def _start_execution(unit: _Unit, data: Mapping[str, Any]) -> asyncio.Future[Execution]:
+    """Execute ``unit``'s template against ``data`` in a thread of its own, under its budgets.
+
+    Executions get their own threads: a slow plugin must not hold up file writes and file()
+    polls, which use the loop's default executor. Daemon threads: a stop never waits for one
+    (an interrupted execution ends at once, but the interpreter joins no thread at exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Execution] = loop.create_future()
+    compiled, tc, context = unit.compiled, unit.config, contextvars.copy_context()
+
+    def settle(result: Execution | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        result: Execution | None = None
+        error: BaseException | None = None
+        try:
+            result = context.run(
+                budget.run,
+                compiled.execute,
+                data,
+                name=compiled.name,
+                timeout=tc.execution_timeout,
+                max_size=tc.execution_max_size,
+            )
+        except BaseException as exc:  # a bug: the pass reports it as the template's failure
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="ctemplate-execute", daemon=True).start()
+    return future
+
+
 class Runner:
     def __init__(self, config: Config, reload: Callable[[], Config] | None = None) -> None:
         self.config = config
@@ -141,11 +187,6 @@ class Runner:
         self._file_watch_stop: asyncio.Event | None = None
         self._stopping = asyncio.Event()  # set by a stop signal: interrupts running commands
         self._status: status.StatusServer | None = None
-        # Executions get their own threads: a slow plugin must not hold up file writes and
-        # file() polls, which use the loop's default executor.
-        self._executions = concurrent.futures.ThreadPoolExecutor(
-            max_workers=64, thread_name_prefix="ctemplate-execute"
-        )
         self._waiting_first, self._waiting_every = _waiting_delays(os.environ)
 
     # --- set-up ---------------------------------------------------------------------------
@@ -240,7 +281,7 @@ class Runner:
                 if unit.timer:
                     unit.timer.cancel()
             local.stop_plugins()  # executions still running finish at once
-            self._executions.shutdown(wait=False, cancel_futures=True)
+            budget.interrupt_all()  # even those in a loop that never ends
             await self._stop_consul()
             self._remove_signals()
             self._remove_pid_file()
@@ -297,9 +338,7 @@ class Runner:
             if snapshot is None:
                 snapshot = dict(watcher.data)
             unit.running_on = snapshot
-            unit.running = asyncio.get_running_loop().run_in_executor(
-                self._executions, contextvars.copy_context().run, unit.compiled.execute, snapshot
-            )
+            unit.running = _start_execution(unit, snapshot)
             started.append(unit.running)
         if started:
             await asyncio.wait(started, timeout=_EXECUTION_BUDGET)
@@ -311,7 +350,10 @@ class Runner:
         for unit in self._units:
             if unit.running is None or not unit.running.done():
                 continue
-            execution = unit.running.result()
+            try:
+                execution = unit.running.result()
+            except Exception as exc:  # a bug in a front end: this template's failure only
+                execution = Execution(error=TemplateError(f"{unit.name}: internal error: {exc}"))
             unit.running = None
             seen, unit.running_on = unit.running_on, {}
             if unit.discard:  # of the template before a reload or an edit: run the new one
@@ -326,7 +368,8 @@ class Runner:
                 unit.dirty = True
             if unit.dirty:
                 self._wake.set()
-            unit.queries = execution.used
+            if execution.used or execution.error is None:  # (interrupted late: keep them)
+                unit.queries = execution.used
             if execution.missing:
                 self._sync_watches()  # start watching what is missing before writing others
             if execution.error is not None:

@@ -37,7 +37,9 @@ from .values import (
     parse_listen_address,
     parse_log_level,
     parse_perms,
+    parse_positive_duration,
     parse_signal,
+    parse_size,
     parse_wait,
 )
 
@@ -86,6 +88,9 @@ _TEMPLATE_KEYS = (
     "function_blacklist",  # consul-template's deprecated name of function_denylist
     "sandbox_path",
     "on_command_failure",
+    "execution_timeout",
+    "execution_max_size",
+    "plugin_max_output",
 )
 _DELIMITER_KEYS = ("left", "right")
 
@@ -267,6 +272,13 @@ class _FileReader:
             options["on_command_failure"] = _parse_command_failure(
                 block["on_command_failure"], where=where("on_command_failure")
             )
+        if "execution_timeout" in block:
+            options["execution_timeout"] = parse_positive_duration(
+                block["execution_timeout"], where=where("execution_timeout")
+            )
+        for key in ("execution_max_size", "plugin_max_output"):
+            if key in block:
+                options[key] = parse_size(block[key], where=where(key))
         return TemplateConfig(origin=origin, **options)
 
 

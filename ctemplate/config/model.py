@@ -79,6 +79,10 @@ class TemplateConfig:
     # file(), writeToFile() and {% include %} must stay inside this directory (symlinks resolved).
     sandbox_path: str | None = None
     on_command_failure: str = "log"  # "log": report and carry on; "exit": stop ctemplate (14)
+    # Budgets of one execution: past them it is stopped and the template reported as failed.
+    execution_timeout: float = 60.0  # seconds
+    execution_max_size: int = 64 * 1024 * 1024  # bytes of output, and of any one value made
+    plugin_max_output: int = 1024 * 1024  # bytes a plugin() may print
     # Where this template was declared, for messages: "ct.hcl: template[1]" or "-template[1]".
     origin: str = ""
 

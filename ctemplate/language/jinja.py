@@ -17,18 +17,21 @@ import difflib
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import fields, is_dataclass
 from fnmatch import fnmatchcase
 from typing import Any, NoReturn
 
 import jinja2
+import jinja2.debug
 from jinja2 import StrictUndefined
 
 from ..config import Config, TemplateConfig
 from ..errors import CtemplateError, TemplateError
 from ..paths import check_sandbox
-from .execution import Execution, Options, Pass, current
+from . import budget
+from .execution import BudgetExceeded, Execution, Options, Pass, check_budget, current
 from .registry import REGISTRY
 
 __all__ = ["FILTERS", "GLOBALS", "CompiledTemplate", "Execution", "TemplateEngine"]
@@ -159,11 +162,20 @@ class CompiledTemplate:
     def execute(self, data: Mapping[str, Any]) -> Execution:
         """Render against ``data`` (query key -> value), noting used and missing queries."""
         execution = Execution()
-        token = current.set(Pass(data, execution, self._options))
+        deadline = time.monotonic() + self._options.timeout
+        token = current.set(Pass(data, execution, self._options, deadline))
         try:
-            execution.text = self._template.render()
+            # Chunk by chunk, so that the output's size and the deadline are checked as it grows.
+            chunks = []
+            for chunk in self._template.generate():
+                chunks.append(chunk)
+                check_budget(len(chunk))
+            execution.text = "".join(chunks)
+        except budget.Interrupted:  # by the watchdog (execution_timeout, memory, a stop)
+            exc = jinja2.debug.rewrite_traceback_stack()  # template file and line
+            execution.error = self._error(exc, budget.describe())
         except Exception as exc:
-            if not execution.missing:
+            if not execution.missing or isinstance(exc, BudgetExceeded):
                 execution.error = self._error(exc)
         finally:
             current.reset(token)
@@ -171,12 +183,13 @@ class CompiledTemplate:
             execution.text = None
         return execution
 
-    def _error(self, exc: BaseException) -> TemplateError:
+    def _error(self, exc: BaseException, message: str | None = None) -> TemplateError:
         """``<file>:<line>: <what>``; for an included template, also where it was included."""
         frames = _template_frames(exc)
         if isinstance(exc, jinja2.TemplateSyntaxError) and exc.lineno:
             frames = [(exc.filename or exc.name or self.name, exc.lineno)]
-        message = _describe(exc, self._template.environment)
+        if message is None:
+            message = _describe(exc, self._template.environment)
         if frames:
             file, line = frames[-1]
             outer = [f for f in frames if f[0] != file]
@@ -259,7 +272,7 @@ class TemplateEngine:
 
     def __init__(self, config: Config) -> None:
         self._config = config
-        self.env = jinja2.Environment(
+        self.env = budget.BoundedEnvironment(
             undefined=_MissingKeyIsEmpty,
             keep_trailing_newline=True,
             trim_blocks=True,
@@ -269,6 +282,7 @@ class TemplateEngine:
         )
         self.env.globals.update(GLOBALS)
         self.env.filters.update(FILTERS)
+        self.env.bound_filters(self.env.filters)
 
     def source_name(self, tc: TemplateConfig) -> str:
         return tc.source if tc.source else f"{tc.origin or 'template'}.contents"
@@ -322,4 +336,11 @@ class TemplateEngine:
                 f"{name}:{exc.lineno}: syntax error: {_with_filter_hint(exc.message or '', env)}"
             ) from exc
         template = env.template_class.from_code(env, code, env.make_globals(None))
-        return CompiledTemplate(name, template, Options(sandbox=sandbox, dry=self._config.dry))
+        options = Options(
+            sandbox=sandbox,
+            dry=self._config.dry,
+            timeout=tc.execution_timeout,
+            max_size=tc.execution_max_size,
+            plugin_max_output=tc.plugin_max_output,
+        )
+        return CompiledTemplate(name, template, options)
