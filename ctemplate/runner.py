@@ -187,6 +187,8 @@ class Runner:
         self._file_watch_stop: asyncio.Event | None = None
         self._stopping = asyncio.Event()  # set by a stop signal: interrupts running commands
         self._status: status.StatusServer | None = None
+        self._command_backlog: list[list[tuple[str | tuple[str, ...], _Unit]]] = []
+        self._command_task: asyncio.Task[None] | None = None
         self._waiting_first, self._waiting_every = _waiting_delays(os.environ)
 
     # --- set-up ---------------------------------------------------------------------------
@@ -282,6 +284,10 @@ class Runner:
                     unit.timer.cancel()
             local.stop_plugins()  # executions still running finish at once
             budget.interrupt_all()  # even those in a loop that never ends
+            self._stopping.set()  # commands still running are killed with their groups
+            if self._command_task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._command_task
             await self._stop_consul()
             self._remove_signals()
             self._remove_pid_file()
@@ -407,7 +413,31 @@ class Runner:
                     commands.append((unit.config.command, unit))
         self._sync_watches()
         watcher.settle()
-        return await self._run_commands(commands)
+        if self.config.once:  # -once ends when its commands did
+            return await self._run_commands(commands)
+        if commands:
+            self._queue_commands(commands)
+        return True
+
+    def _queue_commands(self, commands: list[tuple[str | tuple[str, ...], _Unit]]) -> None:
+        """Run a pass' commands in the background, after those of earlier passes: a slow command
+        (or one whose child keeps running) holds up no other template's file."""
+        self._command_backlog.append(commands)
+        if self._command_task is None or self._command_task.done():
+            self._command_task = asyncio.get_running_loop().create_task(
+                self._drain_commands(), name="commands"
+            )
+
+    async def _drain_commands(self) -> None:
+        while self._command_backlog:
+            # Passes queued while a command ran are merged: each distinct command runs once,
+            # after every write that asked for it.
+            batch = [c for pass_ in self._command_backlog for c in pass_]
+            self._command_backlog.clear()
+            await self._run_commands(batch)
+            if self._fatal is not None:  # on_command_failure = "exit"
+                self._wake.set()
+                return
 
     def _quiescent(self, unit: _Unit) -> bool:
         """True if the write must wait for its quiet period (after the first render)."""
