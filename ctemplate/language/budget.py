@@ -310,37 +310,48 @@ def _check_replace(what: str, s: Any, old: Any, new: Any, limit: int) -> None:
             raise _too_big(what, size, limit)
 
 
-def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
-    """A filter with a width or a replacement, checked before it runs."""
+class _NotInExecution(Exception):
+    """A filter called outside an execution: Jinja folding a constant at compile time."""
 
+
+def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` run only inside an execution (Jinja folds filters of constants at compile time,
+    in the loading thread and without budgets: ``{{ 10**9 | loop | list }}`` would be built
+    there; refusing makes Jinja leave it to the execution). Filters with a width, a format or
+    a replacement are checked before they run."""
     skip = 1 if getattr(func, "jinja_pass_arg", None) is not None else 0  # the context
+    checked = name in _WIDTH_FILTERS
 
     @functools.wraps(func)  # with Jinja's jinja_pass_arg mark
     def bounded(*all_args: Any, **kwargs: Any) -> Any:
         limit = _limit()
+        if limit is None:
+            raise _NotInExecution(name)
+        if not checked:
+            return func(*all_args, **kwargs)
         args = all_args[skip:]
-        if limit is not None:
-            subject = args[0] if args else ""
-            if name in ("replace", "replaceAll") and len(args) >= 3:
-                _check_replace(f"{name}()", str(subject), args[1], args[2], limit)
-            elif name == "format":
-                _check_widths("format()", subject, (*args[1:], *kwargs.values()), limit)
-            else:
-                _check_widths(f"{name}()", None, (*args[1:], *kwargs.values()), limit)
-                if name == "indent" and len(args) >= 2 and isinstance(args[1], str):
-                    lines = str(subject).count("\n") + 1
-                    if lines * len(args[1]) > limit:
-                        raise _too_big("indent()", lines * len(args[1]), limit)
+        subject = args[0] if args else ""
+        if name in ("replace", "replaceAll") and len(args) >= 3:
+            _check_replace(f"{name}()", str(subject), args[1], args[2], limit)
+        elif name == "format":
+            _check_widths("format()", subject, (*args[1:], *kwargs.values()), limit)
+        else:
+            _check_widths(f"{name}()", None, (*args[1:], *kwargs.values()), limit)
+            if name == "indent" and len(args) >= 2 and isinstance(args[1], str):
+                lines = str(subject).count("\n") + 1
+                if lines * len(args[1]) > limit:
+                    raise _too_big("indent()", lines * len(args[1]), limit)
         result = func(*all_args, **kwargs)
-        if limit is not None:
-            _check_size(f"{name}()", result, limit)
+        _check_size(f"{name}()", result, limit)
         return result
 
     return bounded
 
 
 # Filters that take a width, a format or a replacement (Jinja's and the registry's).
-_WIDTH_FILTERS = ("center", "indent", "format", "replace", "replaceAll", "batch", "slice")
+_WIDTH_FILTERS = frozenset(
+    {"center", "indent", "format", "replace", "replaceAll", "batch", "slice"}
+)
 
 
 class BudgetHooks:
@@ -350,9 +361,9 @@ class BudgetHooks:
     intercepted_binops = frozenset({"*", "**", "%", "+"})
 
     def bound_filters(self, filters: dict[str, Callable[..., Any]]) -> None:
-        for name in _WIDTH_FILTERS:
-            if name in filters:
-                filters[name] = _bounded_filter(name, filters[name])
+        """Every filter runs only in an execution; those with a width are checked."""
+        for name, func in filters.items():
+            filters[name] = _bounded_filter(name, func)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         check_binop(operator, left, right)

@@ -621,7 +621,17 @@ def loop(*args: Any) -> range:
             bounds.append(a)
         else:
             raise _fail("loop", f"{_short(a)} is not a whole number")
-    return range(*bounds) if len(bounds) == 2 else range(bounds[0])
+    numbers = range(*bounds) if len(bounds) == 2 else range(bounds[0])
+    # A range costs nothing, but list(), sort or join would build it in one C call that no
+    # budget can interrupt: at most one item per 64 bytes of execution_max_size.
+    limit = _yaml_nodes_limit()
+    if len(numbers) > limit:
+        raise _fail(
+            "loop",
+            f"{len(numbers):,} numbers is past {limit:,} (execution_max_size / 64); raise "
+            "execution_max_size if this is meant",
+        )
+    return numbers
 
 
 # --- collections --------------------------------------------------------------------------
