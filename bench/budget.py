@@ -1,10 +1,13 @@
 """What the execution budgets cost on the hot path: one render of the nginx upstream template.
 
 Renders ``templates/nginx-upstream.conf.j2`` against 300 (``--instances``) passing instances,
-median of ``--repeat`` runs, three ways:
+median CPU time (``time.process_time``: wall time is noise on a shared machine) of ``--repeat``
+runs, the variants interleaved:
 
 * ``plain``: the template compiled in a plain ``jinja2.Environment`` with the same functions,
   rendered with ``Template.render()`` (what executions cost before the budgets);
+* ``sandboxed``: the same in a plain ``jinja2.sandbox.SandboxedEnvironment`` (the sandbox's own
+  cost, without the budget hooks);
 * ``budgeted``: ctemplate's engine (sandboxed environment with the budget hooks, rendering
   chunk by chunk through ``generate()`` with ``check_budget()`` per chunk) under
   ``budget.run()`` (the watchdog armed and disarmed), in the calling thread;
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 
 from ctemplate.config import Config, TemplateConfig
 from ctemplate.consul.records import HealthService
@@ -56,16 +60,17 @@ def instances(n: int) -> tuple[HealthService, ...]:
     )
 
 
-def timed(fn: Callable[[], Any], repeat: int) -> float:
-    """Median seconds of ``fn()`` over ``repeat`` runs (after two unmeasured runs)."""
-    fn()
-    fn()
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+def timed(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
+    """Median CPU seconds of each ``fn()`` over ``repeat`` interleaved rounds (after two
+    unmeasured ones)."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(repeat + 2):
+        for name, fn in fns.items():
+            t0 = time.process_time()
+            fn()
+            if round_ >= 2:
+                samples[name].append(time.process_time() - t0)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,42 +85,53 @@ def main(argv: list[str] | None = None) -> int:
     (key,) = first.missing  # the template's one query
     data = {key: instances(args.instances)}
 
-    plain_env = jinja2.Environment(
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        extensions=["jinja2.ext.do", "jinja2.ext.loopcontrols"],
-    )
-    plain_env.globals.update(GLOBALS)
-    plain_env.filters.update(FILTERS)
-    plain = plain_env.from_string(TEMPLATE.read_text())
+    def compile_in(cls: type[jinja2.Environment]) -> jinja2.Template:
+        env = cls(
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            extensions=["jinja2.ext.do", "jinja2.ext.loopcontrols"],
+        )
+        env.globals.update(GLOBALS)
+        env.filters.update(FILTERS)
+        return env.from_string(TEMPLATE.read_text())
 
-    def run_plain() -> str:
-        token = current.set(Pass(data, Execution(), Options()))
-        try:
-            return plain.render()
-        finally:
-            current.reset(token)
+    plain = compile_in(jinja2.Environment)
+    sandboxed = compile_in(SandboxedEnvironment)
+
+    def rendering(template: jinja2.Template) -> Callable[[], str]:
+        def render() -> str:
+            token = current.set(Pass(data, Execution(), Options()))
+            try:
+                return template.render()
+            finally:
+                current.reset(token)
+
+        return render
 
     def run_budgeted() -> str | None:
         return budget.run(
             compiled.execute, data, name="bench", timeout=60.0, max_size=64 << 20
         ).text
 
-    def run_threaded() -> None:
+    def run_threaded() -> None:  # CPU time counts every thread of the process
         thread = threading.Thread(target=run_budgeted, daemon=True)
         thread.start()
         thread.join()
 
-    assert run_plain() == run_budgeted(), "the two renders differ"
-    rows = [
-        ("plain", timed(run_plain, args.repeat)),
-        ("budgeted", timed(run_budgeted, args.repeat)),
-        ("budgeted+thread", timed(run_threaded, args.repeat)),
-    ]
-    base = rows[0][1]
-    print(f"nginx-upstream.conf.j2, {args.instances} instances, median of {args.repeat}")
-    for name, seconds in rows:
+    assert rendering(plain)() == run_budgeted(), "the renders differ"
+    medians = timed(
+        {
+            "plain": rendering(plain),
+            "sandboxed": rendering(sandboxed),
+            "budgeted": run_budgeted,
+            "budgeted+thread": run_threaded,
+        },
+        args.repeat,
+    )
+    base = medians["plain"]
+    print(f"nginx-upstream.conf.j2, {args.instances} instances, median CPU of {args.repeat} rounds")
+    for name, seconds in medians.items():
         print(f"  {name:<16} {seconds * 1000:8.3f} ms  ({seconds / base:5.2f}x)")
     return 0
 

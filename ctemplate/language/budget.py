@@ -30,6 +30,7 @@ same checks (:func:`check_binop`, :func:`check_call`) for operators and calls.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
@@ -41,6 +42,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from jinja2.compiler import CodeGenerator
+from jinja2.nodes import Impossible
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import TemplateError
@@ -102,11 +105,8 @@ def _rss() -> int:
         return 0
 
 
-def _raise_in(tid: int, exc: type[BaseException] | None) -> None:
-    # None clears a pending exception (the C API's NULL).
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(tid), ctypes.py_object(exc) if exc is not None else None
-    )
+def _raise_in(tid: int, exc: type[BaseException]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), ctypes.py_object(exc))
 
 
 def _fire(entry: _Entry, reason: str, now: float) -> None:
@@ -184,16 +184,32 @@ def run(
         try:
             return execute(data)
         finally:
-            # Disarm: after this, the watchdog raises nothing more here, and nothing is pending.
+            # Disarm: after this, the watchdog raises nothing more here (no call before
+            # done is set: an interrupt can only land at a call or a loop's jump).
             with _lock:
                 entry.done = True
-                _entries.pop(tid, None)
-                _raise_in(tid, None)
+                with contextlib.suppress(KeyError):
+                    del _entries[tid]
                 if entry.reason.startswith("the process grew"):
                     global _rebase
                     _rebase = True
+            if entry.fired_at:
+                _absorb()
     except Interrupted:
         return Execution(error=TemplateError(f"{name}: {describe(entry)}"))
+
+
+def _absorb() -> None:
+    """Let an interrupt still pending for this thread be raised here, and drop it.
+
+    Not ``PyThreadState_SetAsyncExc(tid, NULL)``: on CPython 3.11 clearing leaves the
+    interpreter's "eval breaker" set, which sends every thread through the slow path of each
+    bytecode check from then on (and loops forever under a profiler)."""
+    try:
+        for _ in range(4):  # a pending exception is raised at the loop's first jump back
+            pass
+    except Interrupted:
+        pass
 
 
 def describe(entry: _Entry | None = None) -> str:
@@ -304,6 +320,8 @@ def check_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> N
 
 def _check_replace(what: str, s: Any, old: Any, new: Any, limit: int) -> None:
     if isinstance(s, str) and isinstance(old, str) and isinstance(new, str):
+        if len(s) + (len(s) + 1) * len(new) <= limit:  # cannot be past it: skip counting
+            return
         count = s.count(old)
         size = len(s) + count * (len(new) - len(old))
         if size > limit:
@@ -354,16 +372,41 @@ _WIDTH_FILTERS = frozenset(
 )
 
 
+class _RuntimeOnly(CodeGenerator):
+    """Jinja's code generator without evaluation at compile time.
+
+    Jinja folds constant expressions while it compiles (the optimizer, constant output, an
+    ``{% autoescape %}`` value), in the loading thread and outside any budget:
+    ``{{ 1000000000 | loop | list }}`` or ``{{ 'x' | center(10**10) }}`` would be built there.
+    Here everything is left to the execution (the optimizer is off too: ``optimized=False``)."""
+
+    def _output_child_to_const(self, node: Any, frame: Any, finalize: Any) -> str:
+        raise Impossible()
+
+    def visit_EvalContextModifier(self, node: Any, frame: Any) -> None:
+        for keyword in node.options:
+            self.writeline(f"context.eval_ctx.{keyword.key} = ")
+            self.visit(keyword.value, frame)
+            frame.eval_ctx.volatile = True
+
+
 class BudgetHooks:
     """The Jinja side of the budgets, for a :class:`~jinja2.sandbox.SandboxedEnvironment`:
-    operators and calls checked before they allocate, oversized values refused on access."""
+    operators, calls and width filters checked before they allocate; nothing evaluated at
+    compile time."""
 
     intercepted_binops = frozenset({"*", "**", "%", "+"})
 
+    code_generator_class: type[CodeGenerator] = _RuntimeOnly
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["optimized"] = False  # no constant folding at compile time (see _RuntimeOnly)
+        super().__init__(*args, **kwargs)
+
     def bound_filters(self, filters: dict[str, Callable[..., Any]]) -> None:
-        """Every filter runs only in an execution; those with a width are checked."""
-        for name, func in filters.items():
-            filters[name] = _bounded_filter(name, func)
+        """Filters with a width, a format or a replacement are checked before they run."""
+        for name in _WIDTH_FILTERS & filters.keys():
+            filters[name] = _bounded_filter(name, filters[name])
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         check_binop(operator, left, right)
@@ -376,14 +419,6 @@ class BudgetHooks:
         if limit is not None:
             _check_size(f"{getattr(__obj, '__name__', 'a call')}()", result, limit)
         return result
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        value = super().getattr(obj, attribute)  # type: ignore[misc]
-        if isinstance(value, str) and len(value) > 1_000_000:  # cheap test first
-            limit = _limit()
-            if limit is not None:
-                _check_size(f".{attribute}", value, limit)
-        return value
 
 
 class BoundedEnvironment(BudgetHooks, SandboxedEnvironment):

@@ -167,9 +167,14 @@ class CompiledTemplate:
         try:
             # Chunk by chunk, so that the output's size and the deadline are checked as it grows.
             chunks = []
+            pending = 0
             for chunk in self._template.generate():
                 chunks.append(chunk)
-                check_budget(len(chunk))
+                pending += len(chunk)
+                if pending > 4096:  # every 4 KiB of output, or at once for a big chunk
+                    check_budget(pending)
+                    pending = 0
+            check_budget(pending)
             execution.text = "".join(chunks)
         except budget.Interrupted:  # by the watchdog (execution_timeout, memory, a stop)
             exc = jinja2.debug.rewrite_traceback_stack()  # template file and line
