@@ -14,9 +14,10 @@ set per template:
     happen *before* the C operation that would allocate it (``"x" * n``, ``10 ** n``,
     ``"%999999999d" % 1``, ``s.ljust(n)``, ``s.replace(a, b)``), since a C operation holds the
     interpreter lock and cannot be interrupted. What grows in many small steps (a list appended
-    to in a loop) is caught by the watchdog, which stops the running executions when the
-    process' resident memory grew by more than four times the sum of their size budgets (the
-    newest first: which thread allocated is not known).
+    to in a loop) is caught by the watchdog, which stops the newest running execution when the
+    process' resident memory grew by more than four times the sum of their size budgets (which
+    thread allocated is not known). Nothing is evaluated at compile time (:class:`_RuntimeOnly`),
+    outside any budget.
 
 Two operations that could hold the interpreter lock for minutes are made linear elsewhere:
 regular expressions use RE2 (:mod:`.helpers`), and ``parseYAML`` counts the nodes an alias
