@@ -400,3 +400,37 @@ def test_idle_status_connections_exhaust_neither_the_status_port_nor_file_writes
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_soft_open_files_limit_is_raised_to_the_hard_one(consul, unique, tmp_path):
+    """Promise: started with systemd's soft limit (1024 here, 64 in the test) below the hard
+    one, the daemon raises its soft limit of open files to the hard limit, as Go programs do."""
+    key = f"{unique}/k"
+    consul.put_kv(key, "1")
+    (tmp_path / "t.tmpl").write_text(f'k={{{{ key("{key}") }}}}\n')
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    hard = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+
+    log_path = tmp_path / "ct.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [*COMMAND, "-consul-addr", consul.http_addr, "-template", f"{tmp_path}/t.tmpl:out"],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=limit,
+            cwd=tmp_path,
+        )
+    try:
+        wait_for(lambda: read(tmp_path / "out") == "k=1\n", what="render", log=log_path.read_text())
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        (line,) = [entry for entry in limits.splitlines() if entry.startswith("Max open files")]
+        assert line.split()[3:5] == [str(hard), str(hard)], line
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
