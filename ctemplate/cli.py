@@ -6,6 +6,7 @@ Errors print one line, ``ctemplate: error: ...``, and exit non-zero; tracebacks 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -116,6 +117,18 @@ def convert_command(args: list[str]) -> int:
     return 1 if result.problems else 0
 
 
+def _raise_open_files_limit() -> None:
+    """Raise the soft limit of open files to the hard one, as Go programs (consul-template)
+    do at start: systemd's default soft limit (1024) is easily reached by a daemon holding
+    connections to Consul, status clients and files being written."""
+    import resource
+
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import __version__
     from .config.flags import parse_flags, usage
@@ -167,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     # answer. Collecting young objects every 50,000 allocations cut the CPU per change of the
     # 5,000-instance benchmark from ~190 to ~135 ms with no more memory (bench/scenarios.py).
     gc.set_threshold(50_000, 20, 20)
+    _raise_open_files_limit()
 
     def reload() -> Config:
         return load_config(flags, os.environ)

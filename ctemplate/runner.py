@@ -11,13 +11,13 @@ set flags; this loop owns reload and shutdown.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import contextvars
 import logging
 import os
 import shlex
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -29,8 +29,15 @@ from .consul.client import ConsulClient, base_url
 from .consul.queries import Query
 from .consul.retry import describe as describe_retries
 from .consul.watch import RESERVED_CONNECTIONS, Watcher, WatchSettings
-from .errors import CommandError, ConfigError, ConsulError, CtemplateError, RenderError
-from .language import local
+from .errors import (
+    CommandError,
+    ConfigError,
+    ConsulError,
+    CtemplateError,
+    RenderError,
+    TemplateError,
+)
+from .language import budget, local
 from .language.execution import Execution
 from .language.frontends import Compiled, TemplateEngines
 from .modes.daemon import WatchSet
@@ -162,6 +169,45 @@ def _watch_settings(config: Config) -> WatchSettings:
     )
 
 
+def _start_execution(unit: _Unit, data: Mapping[str, Any]) -> asyncio.Future[Execution]:
+    """Execute ``unit``'s template against ``data`` in a thread of its own, under its budgets.
+
+    Executions get their own threads: a slow plugin must not hold up file writes and file()
+    polls, which use the loop's default executor. Daemon threads: a stop never waits for one
+    (an interrupted execution ends at once, but the interpreter joins no thread at exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Execution] = loop.create_future()
+    compiled, tc, context = unit.compiled, unit.config, contextvars.copy_context()
+
+    def settle(result: Execution | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        result: Execution | None = None
+        error: BaseException | None = None
+        try:
+            result = context.run(
+                budget.run,
+                compiled.execute,
+                data,
+                name=compiled.name,
+                timeout=tc.execution_timeout,
+                max_size=tc.execution_max_size,
+            )
+        except BaseException as exc:  # a bug: the pass reports it as the template's failure
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="ctemplate-execute", daemon=True).start()
+    return future
+
+
 class Runner:
     def __init__(self, config: Config, reload: Callable[[], Config] | None = None) -> None:
         self.config = config
@@ -181,11 +227,8 @@ class Runner:
         self._file_watch_stop: asyncio.Event | None = None
         self._stopping = asyncio.Event()  # set by a stop signal: interrupts running commands
         self._status: status.StatusServer | None = None
-        # Executions get their own threads: a slow plugin must not hold up file writes and
-        # file() polls, which use the loop's default executor.
-        self._executions = concurrent.futures.ThreadPoolExecutor(
-            max_workers=64, thread_name_prefix="ctemplate-execute"
-        )
+        self._command_backlog: list[list[tuple[str | tuple[str, ...], _Unit]]] = []
+        self._command_task: asyncio.Task[None] | None = None
         self._waiting_first, self._waiting_every = _waiting_delays(os.environ)
         self._exec: Supervisor | None = None  # exec mode: the supervised children
 
@@ -394,7 +437,11 @@ class Runner:
                 if unit.write_retry:
                     unit.write_retry.cancel()
             local.stop_plugins()  # executions still running finish at once
-            self._executions.shutdown(wait=False, cancel_futures=True)
+            budget.interrupt_all()  # even those in a loop that never ends
+            self._stopping.set()  # commands still running are killed with their groups
+            if self._command_task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._command_task
             await self._stop_consul()
             self._remove_signals()
             self._remove_pid_file()
@@ -456,9 +503,7 @@ class Runner:
                 snapshot = dict(watcher.data)
             data = self._unit_data(unit, snapshot)
             unit.running_on = data
-            unit.running = asyncio.get_running_loop().run_in_executor(
-                self._executions, contextvars.copy_context().run, unit.compiled.execute, data
-            )
+            unit.running = _start_execution(unit, data)
             started.append(unit.running)
         if started:
             await asyncio.wait(started, timeout=_EXECUTION_BUDGET)
@@ -471,7 +516,10 @@ class Runner:
         for unit in self._units:
             if unit.running is None or not unit.running.done():
                 continue
-            execution = unit.running.result()
+            try:
+                execution = unit.running.result()
+            except Exception as exc:  # a bug in a front end: this template's failure only
+                execution = Execution(error=TemplateError(f"{unit.name}: internal error: {exc}"))
             unit.running = None
             seen, unit.running_on = unit.running_on, {}
             if unit.discard:  # of the template before a reload or an edit: run the new one
@@ -485,7 +533,8 @@ class Runner:
                 unit.dirty = True
             if unit.dirty:
                 self._wake.set()
-            unit.queries = execution.used
+            if execution.used or execution.error is None:  # (interrupted late: keep them)
+                unit.queries = execution.used
             if execution.missing:
                 self._sync_watches()  # start watching what is missing before writing others
             if execution.error is not None:
@@ -534,12 +583,37 @@ class Runner:
                     commands.append((unit.config.command, unit))
         self._sync_watches()
         watcher.settle()
-        ok = await self._run_commands(commands)
+        if self.config.once:  # -once ends when its commands did
+            ok = await self._run_commands(commands)
+        else:
+            if commands:
+                self._queue_commands(commands)
+            ok = True
         if self._exec is not None:  # start children whose files are ready, reload on changes
             every = [u.config.destination for u in self._units]
             done = [u.config.destination for u in self._units if u.rendered]
             self._exec.rendered(every, done, written)
         return ok
+
+    def _queue_commands(self, commands: list[tuple[str | tuple[str, ...], _Unit]]) -> None:
+        """Run a pass' commands in the background, after those of earlier passes: a slow command
+        (or one whose child keeps running) holds up no other template's file."""
+        self._command_backlog.append(commands)
+        if self._command_task is None or self._command_task.done():
+            self._command_task = asyncio.get_running_loop().create_task(
+                self._drain_commands(), name="commands"
+            )
+
+    async def _drain_commands(self) -> None:
+        while self._command_backlog:
+            # Passes queued while a command ran are merged: each distinct command runs once,
+            # after every write that asked for it.
+            batch = [c for pass_ in self._command_backlog for c in pass_]
+            self._command_backlog.clear()
+            await self._run_commands(batch)
+            if self._fatal is not None:  # on_command_failure = "exit"
+                self._wake.set()
+                return
 
     def _quiescent(self, unit: _Unit) -> bool:
         """True if the write must wait for its quiet period (after the first render)."""

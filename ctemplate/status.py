@@ -16,7 +16,10 @@
     seconds, requests to Consul) in Prometheus' text format.
 
 The server is a few lines on top of ``asyncio.start_server``: one request per connection, no
-keep-alive, GET and HEAD only. It never shows the ACL token (the messages it repeats never hold
+keep-alive, GET and HEAD only. It holds at most 16 connections: a new one makes room by closing
+the oldest that has not sent its request yet (idle clients cannot starve ``/health``, nor use up
+the file descriptors that file writes need); a client gets 5 seconds to send its request and 5
+to take the answer. It never shows the ACL token (the messages it repeats never hold
 it). Bind it to loopback or a management network; it has no authentication.
 """
 
@@ -26,7 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -49,6 +52,7 @@ log = logging.getLogger(__name__)
 
 _READ_TIMEOUT = 5.0  # seconds for a client to send its request head, and to take the answer
 _MAX_HEAD = 8192
+_MAX_CLIENTS = 16  # connections held at once (each is a file descriptor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,44 +382,101 @@ class StatusServer:
     def __init__(self, address: str, snapshot: Callable[[], Snapshot]) -> None:
         self.address = address
         self._snapshot = snapshot
-        self._server: asyncio.Server | None = None
+        self._sock: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._room = asyncio.Event()  # a connection ended
+        self._tasks: set[asyncio.Task[None]] = set()
         self._clients: set[asyncio.StreamWriter] = set()
+        # Connections still waiting for their request, oldest first: the first to go.
+        self._idle: dict[asyncio.StreamWriter, None] = {}
 
     async def start(self) -> None:
         host, _, port = self.address.rpartition(":")
         try:
-            self._server = await asyncio.start_server(
-                self._serve, host.strip("[]"), int(port), reuse_address=True
-            )
+            family, kind, proto, _, where = socket.getaddrinfo(
+                host.strip("[]") or None,
+                int(port),
+                type=socket.SOCK_STREAM,
+                flags=socket.AI_PASSIVE,
+            )[0]
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(where)
+                sock.listen(128)
+                sock.setblocking(False)
+            except OSError:
+                sock.close()
+                raise
         except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            reason = exc.strerror or str(exc)
             raise ConfigError(
                 f"status_address {self.address}: cannot listen: {reason}; "
                 "choose a free port (or stop what uses it) with status_address or -status-addr"
             ) from None
+        self._sock = sock
+        self._accepting = asyncio.get_running_loop().create_task(self._accept(sock))
         log.info("(status) serving /health and /metrics on http://%s", self.address)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._clients):  # a slow client must not hold up a stop
-                writer.transport.abort()
-            with contextlib.suppress(Exception):
-                await self._server.wait_closed()
-            self._server = None
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._accepting
+            self._accepting = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        for writer in list(self._clients):  # a slow client must not hold up a stop
+            writer.transport.abort()
+
+    async def _accept(self, sock: socket.socket) -> None:
+        """Accept connections one at a time, never holding more than ``_MAX_CLIENTS``: the
+        others wait in the kernel's queue, costing no file descriptor here."""
+        loop = asyncio.get_running_loop()
+        while True:
+            while len(self._clients) >= _MAX_CLIENTS and not self._idle:
+                self._room.clear()
+                await self._room.wait()
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as exc:  # out of file descriptors, say: try again in a moment
+                log.debug("(status) cannot accept a connection: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            if len(self._clients) >= _MAX_CLIENTS and self._idle:
+                oldest = next(iter(self._idle))  # makes room: it has not asked anything yet
+                del self._idle[oldest]
+                self._clients.discard(oldest)
+                oldest.transport.abort()
+            try:
+                reader, writer = await asyncio.open_connection(sock=conn)
+            except OSError:
+                conn.close()
+                continue
+            self._clients.add(writer)
+            self._idle[writer] = None
+            task = loop.create_task(self._serve(reader, writer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._clients.add(writer)
         try:
             await self._answer_one(reader, writer)
         finally:
             self._clients.discard(writer)
+            self._idle.pop(writer, None)
+            self._room.set()
 
     async def _answer_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT)
+            self._idle.pop(writer, None)
             status, ctype, body = self._answer(head[:_MAX_HEAD])
-        except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, TimeoutError):
+        except (asyncio.IncompleteReadError, ConnectionError):  # gone, or closed to make room
+            writer.transport.abort()
+            return
+        except (asyncio.LimitOverrunError, TimeoutError):
             status, ctype, body = "400 Bad Request", "text/plain", b"bad request\n"
             head = b""
         except Exception:  # a bug must not take the daemon down; say so to the client

@@ -40,8 +40,10 @@ from .values import (
     parse_listen_address,
     parse_log_level,
     parse_perms,
+    parse_positive_duration,
     parse_restart,
     parse_signal,
+    parse_size,
     parse_string_list,
     parse_syntax,
     parse_wait,
@@ -100,6 +102,9 @@ _TEMPLATE_KEYS = (
     "syntax",
     "trim_blocks",
     "lstrip_blocks",
+    "execution_timeout",
+    "execution_max_size",
+    "plugin_max_output",
 )
 _DELIMITER_KEYS = ("left", "right")
 _WATCH_TYPES = ("key", "keyprefix", "services", "nodes", "service", "checks", "event")
@@ -508,6 +513,13 @@ class _FileReader:
             options["on_command_failure"] = _parse_command_failure(
                 block["on_command_failure"], where=where("on_command_failure")
             )
+        if "execution_timeout" in block:
+            options["execution_timeout"] = parse_positive_duration(
+                block["execution_timeout"], where=where("execution_timeout")
+            )
+        for key in ("execution_max_size", "plugin_max_output"):
+            if key in block:
+                options[key] = parse_size(block[key], where=where(key))
         return TemplateConfig(origin=origin, **options)
 
 

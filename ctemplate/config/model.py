@@ -91,6 +91,10 @@ class TemplateConfig:
     # Jinja only: drop the newline after a block tag / strip spaces before it (Jinja's options).
     trim_blocks: bool = True
     lstrip_blocks: bool = True
+    # Budgets of one execution: past them it is stopped and the template reported as failed.
+    execution_timeout: float = 60.0  # seconds
+    execution_max_size: int = 64 * 1024 * 1024  # bytes of output, and of any one value made
+    plugin_max_output: int = 1024 * 1024  # bytes a plugin() may print
     # Where this template was declared, for messages: "ct.hcl: template[1]" or "-template[1]".
     origin: str = ""
 

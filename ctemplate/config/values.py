@@ -178,6 +178,47 @@ def parse_duration(value: object, *, where: str) -> float:
     return nanoseconds / 1_000_000_000
 
 
+_SIZE = re.compile(r"(\d+)\s*(|b|kb|kib|mb|mib|gb|gib)", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+
+
+def parse_size(value: object, *, where: str) -> int:
+    """A size in bytes, greater than zero: a whole number (bytes) or a string such as
+    ``"64MiB"``, ``"1MB"``, ``"512KiB"`` (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise _type_error(where, 'a size such as "1MiB"', value)
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE.fullmatch(value.strip())
+        if match is None:
+            raise ConfigError(
+                f'{where}: {_quote(value)} is not a size; write e.g. "1MiB", "512KiB" or a '
+                "number of bytes"
+            )
+        size = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    if size <= 0:
+        raise ConfigError(f"{where}: {_quote(value)} must be greater than zero")
+    return size
+
+
+def parse_positive_duration(value: object, *, where: str) -> float:
+    """A duration (see :func:`parse_duration`) greater than zero."""
+    seconds = parse_duration(value, where=where)
+    if seconds <= 0:
+        raise ConfigError(f"{where}: {_quote(value)} must be greater than zero")
+    return seconds
+
+
 def parse_wait(value: object, *, where: str) -> WaitConfig:
     """Quiescence bounds: ``"5s"`` (max = 4 * min, consul-template's rule), ``"5s:10s"``,
     a bare number of seconds, or a block ``{min, max}`` (max again defaulting to 4 * min).

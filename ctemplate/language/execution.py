@@ -9,6 +9,8 @@ an execution in which nothing was missing.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -17,7 +19,21 @@ from typing import Any
 from ..consul.queries import Query
 from ..errors import TemplateError
 
-__all__ = ["Execution", "Options", "Pass", "current", "lookup", "missing", "recall"]
+__all__ = [
+    "BudgetExceeded",
+    "Execution",
+    "Options",
+    "Pass",
+    "check_budget",
+    "current",
+    "lookup",
+    "missing",
+    "recall",
+]
+
+
+class BudgetExceeded(TemplateError):
+    """An execution went past ``execution_timeout`` or ``execution_max_size``."""
 
 
 @dataclass(slots=True)
@@ -40,6 +56,9 @@ class Options:
 
     sandbox: str | None = None  # real path of sandbox_path
     dry: bool = False
+    timeout: float = math.inf  # execution_timeout, seconds
+    max_size: int = 64 * 1024 * 1024  # execution_max_size, bytes (output, any one value)
+    plugin_max_output: int = 1024 * 1024  # bytes
 
 
 @dataclass(slots=True)
@@ -48,6 +67,8 @@ class Pass:
     execution: Execution
     options: Options
     scratch: Any = None  # the template's scratch pad (language/scratch.py), made on first use
+    deadline: float = math.inf  # time.monotonic() past which check_budget() fails
+    size: int = 0  # bytes of output so far
 
 
 current: ContextVar[Pass] = ContextVar("ctemplate_pass")
@@ -71,3 +92,25 @@ def missing(query: Query) -> None:
 def lookup(query: Query, empty: Any) -> Any:
     found, value = recall(query)
     return value if found else empty
+
+
+def check_budget(output: int = 0) -> None:
+    """Count ``output`` more bytes of output; raise :class:`BudgetExceeded` past the execution's
+    deadline or size budget.
+
+    Every front end calls it per output chunk (and may per loop iteration): it is the cheap,
+    cooperative check. The watchdog of :mod:`.budget` stops what never reaches it (a loop that
+    writes nothing)."""
+    p = current.get()
+    if output:
+        p.size += output
+        if p.size > p.options.max_size:
+            raise BudgetExceeded(
+                f"the output passed execution_max_size ({p.options.max_size:,} bytes); raise "
+                "execution_max_size if this is meant"
+            )
+    if time.monotonic() > p.deadline:
+        raise BudgetExceeded(
+            f"execution stopped: did not finish within {p.options.timeout:g}s; raise "
+            "execution_timeout if it needs longer"
+        )

@@ -19,6 +19,7 @@ import difflib
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import fields, is_dataclass
 from fnmatch import fnmatchcase
@@ -26,7 +27,7 @@ from typing import Any
 
 from ..config import Config, TemplateConfig
 from ..errors import CtemplateError, TemplateError
-from .execution import Execution, Options, Pass, current
+from .execution import BudgetExceeded, Execution, Options, Pass, check_budget, current
 from .registry import REGISTRY
 
 __all__ = ["GO_BUILTINS", "GO_FUNCS", "GoCompiledTemplate", "GoTemplateEngine", "read_source"]
@@ -175,13 +176,18 @@ class GoCompiledTemplate:
     def execute(self, data: Mapping[str, Any]) -> Execution:
         """Render against ``data`` (query key -> value), noting used and missing queries."""
         execution = Execution()
-        token = current.set(Pass(data, execution, self._options))
+        deadline = time.monotonic() + self._options.timeout
+        token = current.set(Pass(data, execution, self._options, deadline=deadline))
         try:
-            execution.text = self._template.execute(
-                None, self._funcs, missing_key_error=self._missing_key_error
+            # The engine calls check_budget at every range iteration and template call (the
+            # deadline); the output's size is checked once it is complete.
+            text = self._template.execute(
+                None, self._funcs, missing_key_error=self._missing_key_error, check=check_budget
             )
+            check_budget(len(text))
+            execution.text = text
         except Exception as exc:
-            if not execution.missing:
+            if not execution.missing or _is_budget(exc):
                 execution.error = self._error(exc)
         finally:
             current.reset(token)
@@ -205,6 +211,17 @@ class GoCompiledTemplate:
         error = TemplateError(message)
         error.__cause__ = exc
         return error
+
+
+def _is_budget(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it wraps) is a budget stop: reported even in a discovery pass."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, BudgetExceeded):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
 
 
 class GoTemplateEngine:
@@ -260,6 +277,12 @@ class GoTemplateEngine:
             name,
             template,
             funcs,
-            Options(sandbox=sandbox, dry=self._config.dry),
+            Options(
+                sandbox=sandbox,
+                dry=self._config.dry,
+                timeout=tc.execution_timeout,
+                max_size=tc.execution_max_size,
+                plugin_max_output=tc.plugin_max_output,
+            ),
             tc.error_on_missing_key,
         )

@@ -33,6 +33,7 @@ import jinja2
 
 from ..consul.records import KeyPair
 from ..errors import TemplateError
+from .execution import current
 
 __all__ = ["SUBJECT_FIRST", "join", "to_plain"]
 
@@ -144,15 +145,70 @@ def parse_json(text: Any) -> Any:
         raise _fail("parseJSON", f"not JSON: {exc}") from None
 
 
+def _yaml_nodes_limit() -> int:
+    """Nodes a YAML document may expand to: one per 64 bytes of ``execution_max_size``."""
+    p = current.get(None)
+    return (p.options.max_size if p is not None else 64 * 1024 * 1024) // 64
+
+
+def _expanded_nodes(root: Any, limit: int) -> int:
+    """How many nodes ``root`` has with every alias expanded, counted without expanding them
+    (each distinct node once, memoised); stops counting past ``limit``."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in sizes and not children_done:
+            if sizes[key] < 0:
+                raise _fail("parseYAML", "the document refers to itself (a recursive alias)")
+            continue
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        if not children_done:
+            sizes[key] = -1  # being counted
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+            if any(sizes.get(id(c), 0) < 0 for c in children):
+                raise _fail("parseYAML", "the document refers to itself (a recursive alias)")
+            continue
+        total = 1 + sum(sizes[id(c)] for c in children)
+        sizes[key] = min(total, limit + 1)
+    return sizes[id(root)]
+
+
 def parse_yaml(text: Any) -> Any:
-    """A YAML document as Python data; ``""`` gives ``{}``."""
+    """A YAML document as Python data; ``""`` gives ``{}``.
+
+    Aliases are counted before anything is built: a document that would expand past
+    ``execution_max_size / 64`` nodes (an alias bomb, "billion laughs") is refused."""
     import yaml
 
     text = _text(text)
     if text == "":
         return {}
     try:
-        return _key_order(yaml.safe_load(text))
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            limit = _yaml_nodes_limit()
+            if _expanded_nodes(node, limit) > limit:
+                raise _fail(
+                    "parseYAML",
+                    f"the document expands to more than {limit:,} nodes through its aliases "
+                    "(an alias bomb?); raise execution_max_size if it is meant",
+                )
+            return _key_order(loader.construct_document(node))
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         # Not str(exc): it quotes the offending line of the document.
         problem = getattr(exc, "problem", None) or type(exc).__name__
@@ -399,17 +455,27 @@ def base64_url_decode(s: Any) -> str:
 # --- regular expressions -------------------------------------------------------------------
 
 
-def _regex(name: str, pattern: Any) -> re.Pattern[str]:
+def _regex(name: str, pattern: Any) -> Any:
+    """``pattern`` compiled by RE2, the engine of Go's ``regexp``: its syntax is consul-template's,
+    and its time is linear in the input (no catastrophic backtracking on a KV value; Python's
+    ``re`` would hold the interpreter lock for hours on ``(a+)+$``)."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # the error is ours to report, once, without the pattern's text
     try:
-        return re.compile(_text(pattern))
-    except re.error as exc:
-        raise _fail(name, f"bad regular expression: {exc}") from None
+        return re2.compile(_text(pattern), options=options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise _fail(name, f"bad regular expression: {reason}") from None
 
 
 _GO_GROUP = re.compile(r"\$(?:\{([^}]*)\}|([A-Za-z0-9_]+)|(\$))")
 
 
-def _go_expand(template: str, match: re.Match[str]) -> str:
+def _go_expand(template: str, match: Any) -> str:
     """Go's ``Regexp.Expand``: ``$1``, ``${1}``, ``$name``, ``${name}``, ``$$``. A name is the
     longest run of letters, digits and ``_`` (``$1x`` is group ``1x``); unknown groups are
     empty."""
@@ -436,7 +502,7 @@ def regex_replace_all(s: Any, pattern: Any, replacement: Any) -> str:
     """Replace every match; ``replacement`` uses Go's ``$1`` / ``${name}`` syntax."""
     compiled = _regex("regexReplaceAll", pattern)
     repl = _text(replacement)
-    return compiled.sub(lambda m: _go_expand(repl, m), _text(s))
+    return str(compiled.sub(lambda m: _go_expand(repl, m), _text(s)))
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -568,7 +634,17 @@ def loop(*args: Any) -> range:
             bounds.append(a)
         else:
             raise _fail("loop", f"{_short(a)} is not a whole number")
-    return range(*bounds) if len(bounds) == 2 else range(bounds[0])
+    numbers = range(*bounds) if len(bounds) == 2 else range(bounds[0])
+    # A range costs nothing, but list(), sort or join would build it in one C call that no
+    # budget can interrupt: at most one item per 64 bytes of execution_max_size.
+    limit = _yaml_nodes_limit()
+    if len(numbers) > limit:
+        raise _fail(
+            "loop",
+            f"{len(numbers):,} numbers is past {limit:,} (execution_max_size / 64); raise "
+            "execution_max_size if this is meant",
+        )
+    return numbers
 
 
 # --- collections --------------------------------------------------------------------------

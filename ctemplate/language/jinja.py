@@ -21,18 +21,21 @@ import difflib
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import fields, is_dataclass
 from fnmatch import fnmatchcase
 from typing import Any, NoReturn
 
 import jinja2
+import jinja2.debug
 from jinja2 import StrictUndefined
 
 from ..config import Config, TemplateConfig
 from ..errors import CtemplateError, TemplateError
 from ..paths import read_in_sandbox
-from .execution import Execution, Options, Pass, current
+from . import budget
+from .execution import BudgetExceeded, Execution, Options, Pass, check_budget, current
 from .registry import REGISTRY
 from .sandbox import SandboxedEnvironment
 
@@ -268,11 +271,25 @@ class CompiledTemplate:
     def execute(self, data: Mapping[str, Any]) -> Execution:
         """Render against ``data`` (query key -> value), noting used and missing queries."""
         execution = Execution()
-        token = current.set(Pass(data, execution, self._options))
+        deadline = time.monotonic() + self._options.timeout
+        token = current.set(Pass(data, execution, self._options, deadline=deadline))
         try:
-            execution.text = self._template.render()
+            # Chunk by chunk, so that the output's size and the deadline are checked as it grows.
+            chunks = []
+            pending = 0
+            for chunk in self._template.generate():
+                chunks.append(chunk)
+                pending += len(chunk)
+                if pending > 4096:  # every 4 KiB of output, or at once for a big chunk
+                    check_budget(pending)
+                    pending = 0
+            check_budget(pending)
+            execution.text = "".join(chunks)
+        except budget.Interrupted:  # by the watchdog (execution_timeout, memory, a stop)
+            exc = jinja2.debug.rewrite_traceback_stack()  # template file and line
+            execution.error = self._error(exc, budget.describe())
         except Exception as exc:
-            if not execution.missing:
+            if not execution.missing or isinstance(exc, BudgetExceeded):
                 execution.error = self._error(exc)
         finally:
             current.reset(token)
@@ -280,12 +297,13 @@ class CompiledTemplate:
             execution.text = None
         return execution
 
-    def _error(self, exc: BaseException) -> TemplateError:
+    def _error(self, exc: BaseException, message: str | None = None) -> TemplateError:
         """``<file>:<line>: <what>``; for an included template, also where it was included."""
         frames = _template_frames(exc)
         if isinstance(exc, jinja2.TemplateSyntaxError) and exc.lineno:
             frames = [(exc.filename or exc.name or self.name, exc.lineno)]
-        message = _describe(exc, self._template.environment)
+        if message is None:
+            message = _describe(exc, self._template.environment)
         if frames:
             file, line = frames[-1]
             outer = [f for f in frames if f[0] != file]
@@ -367,6 +385,11 @@ class _Loader(jinja2.FileSystemLoader):
         return source, filename, uptodate
 
 
+class _BoundedSandbox(budget.BudgetHooks, SandboxedEnvironment):
+    """ctemplate's sandbox (language/sandbox.py) with the execution budgets' checks
+    (language/budget.py)."""
+
+
 class TemplateEngine:
     """One sandboxed Jinja environment (:mod:`.sandbox`: no ``_`` or internal attribute reaches
     a template) with the helpers registered once; each template uses an overlay of it with its
@@ -374,7 +397,7 @@ class TemplateEngine:
 
     def __init__(self, config: Config) -> None:
         self._config = config
-        self.env = SandboxedEnvironment(
+        self.env = _BoundedSandbox(
             undefined=_MissingKeyIsEmpty,
             keep_trailing_newline=True,
             trim_blocks=True,
@@ -385,6 +408,7 @@ class TemplateEngine:
         )
         self.env.globals.update(GLOBALS)
         self.env.filters.update(FILTERS)
+        self.env.bound_filters(self.env.filters)
 
     def source_name(self, tc: TemplateConfig) -> str:
         return tc.source if tc.source else f"{tc.origin or 'template'}.contents"
@@ -442,4 +466,11 @@ class TemplateEngine:
             message += _go_hint(text, exc.lineno or 0)
             raise TemplateError(f"{name}:{exc.lineno}: syntax error: {message}") from exc
         template = env.template_class.from_code(env, code, env.make_globals(None))
-        return CompiledTemplate(name, template, Options(sandbox=sandbox, dry=self._config.dry))
+        options = Options(
+            sandbox=sandbox,
+            dry=self._config.dry,
+            timeout=tc.execution_timeout,
+            max_size=tc.execution_max_size,
+            plugin_max_output=tc.plugin_max_output,
+        )
+        return CompiledTemplate(name, template, options)

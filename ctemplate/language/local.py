@@ -13,6 +13,7 @@ import errno
 import grp
 import os
 import pwd
+import selectors
 import signal
 import stat
 import subprocess
@@ -25,8 +26,10 @@ from typing import Any
 from ..errors import RenderError, TemplateError
 from ..output import write
 from ..paths import SandboxError, call, check_sandbox
+from .execution import current
 
 __all__ = [
+    "PLUGIN_MAX_OUTPUT",
     "PLUGIN_TIMEOUT",
     "SandboxError",
     "allow_plugins",
@@ -42,6 +45,7 @@ __all__ = [
 ]
 
 PLUGIN_TIMEOUT = 30.0  # seconds, as consul-template
+PLUGIN_MAX_OUTPUT = 1024 * 1024  # bytes of stdout (plugin_max_output), outside an execution
 
 # Replaced in tests to freeze the clock.
 now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
@@ -259,24 +263,15 @@ def plugin(command: Any, *args: Any, timeout: float = PLUGIN_TIMEOUT) -> str:
             ) from None
         _running.add(proc)
     deadline = time.monotonic() + timeout
+    p = current.get(None)
+    cap = p.options.plugin_max_output if p is not None else PLUGIN_MAX_OUTPUT
     try:
-        # In short slices: a stop must be noticed even when a descendant that left the process
-        # group keeps the pipes open after the group was killed.
-        while True:
-            left = max(0.0, deadline - time.monotonic())
-            try:
-                out, err_bytes = proc.communicate(timeout=min(0.5, left))
-                break
-            except subprocess.TimeoutExpired:
-                if _stopping:
-                    reason = "killed: ctemplate is stopping"
-                elif time.monotonic() >= deadline:
-                    reason = f"did not finish in {timeout:g}s and was killed"
-                else:
-                    continue
-                _kill_group(proc)
-                proc.wait()  # not communicate(): an escaped descendant may hold the pipes open
-                raise TemplateError(f"{what}: {reason}") from None
+        out, err_bytes = _communicate(proc, what, deadline, timeout, cap)
+    except BaseException:  # its own errors, and an interrupted execution: no plugin left behind
+        _kill_group(proc)
+        with contextlib.suppress(BaseException):
+            proc.wait(1.0)
+        raise
     finally:
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
@@ -293,6 +288,48 @@ def plugin(command: Any, *args: Any, timeout: float = PLUGIN_TIMEOUT) -> str:
         detail = f": {err[-1000:]}" if err else ""
         raise TemplateError(f"{what} {status}{detail}")
     return out.decode("utf-8", "replace").strip()
+
+
+_ERR_TAIL = 64 * 1024  # bytes of a plugin's stderr kept for its error message
+
+
+def _communicate(
+    proc: subprocess.Popen[bytes], what: str, deadline: float, timeout: float, cap: int
+) -> tuple[bytes, bytes]:
+    """The plugin's stdout (at most ``cap`` bytes) and the tail of its stderr, once it exited.
+
+    Read in short slices: a stop must be noticed even when a descendant that left the process
+    group keeps the pipes open after the group was killed."""
+    out, err = bytearray(), bytearray()
+    with selectors.DefaultSelector() as selector:
+        for pipe, buffer in ((proc.stdout, out), (proc.stderr, err)):
+            assert pipe is not None
+            selector.register(pipe, selectors.EVENT_READ, buffer)
+        while True:
+            if _stopping:
+                raise TemplateError(f"{what}: killed: ctemplate is stopping")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TemplateError(f"{what}: did not finish in {timeout:g}s and was killed")
+            if not selector.get_map():  # both pipes closed: wait for the exit
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(min(0.5, left))
+                    return bytes(out), bytes(err)
+                continue
+            for key, _ in selector.select(min(0.5, left)):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    continue
+                buffer = key.data
+                buffer += chunk
+                if buffer is out and len(out) > cap:
+                    raise TemplateError(
+                        f"{what}: printed more than {cap:,} bytes and was killed with its "
+                        "process group (raise plugin_max_output if this is meant)"
+                    )
+                if buffer is err and len(err) > 2 * _ERR_TAIL:
+                    del err[:-_ERR_TAIL]
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -3,6 +3,10 @@
 A string runs through ``sh -c``; a list runs as an argv. Each command gets its own process
 group (session), so a timeout kills the command and everything it started: SIGTERM to the
 group, then SIGKILL after a short grace period.
+
+Its output goes to unlinked temporary files, not pipes: a command is finished when its process
+exits, even if a child it left in the background (``nginx`` started by a script, ``sleep 30 &``)
+keeps the output open; only the tail of each is read back, for messages.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -22,6 +27,7 @@ __all__ = ["CommandResult", "describe", "run_command"]
 log = logging.getLogger(__name__)
 
 _TAIL = 2000  # bytes of stderr kept for the error message
+_KEEP = 64 * 1024  # bytes of each output read back
 _GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 
 
@@ -57,19 +63,53 @@ async def run_command(
     if not argv:
         raise CommandError(f"{what}: empty command")
     started = time.monotonic()
+    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+        returncode = await _run(
+            argv, command, out_file.fileno(), err_file.fileno(), timeout, env, what
+        )
+        out, err = _tail(out_file.fileno()), _tail(err_file.fileno())
+    seconds = time.monotonic() - started
+    stdout = out.decode("utf-8", errors="replace")
+    stderr = err.decode("utf-8", errors="replace")
+    result = CommandResult(returncode, stdout, stderr, seconds)
+    if result.returncode != 0:
+        tail = stderr[-_TAIL:].strip() or stdout[-_TAIL:].strip()
+        tail = "; ".join(line.strip() for line in tail.splitlines() if line.strip())  # one line
+        tail_text = f": {tail}" if tail else ""
+        raise CommandError(
+            f"{what} {describe(command)!r} exited with status {result.returncode}{tail_text}"
+        )
+    return result
+
+
+def _tail(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    return os.pread(fd, _KEEP, max(0, size - _KEEP))
+
+
+async def _run(
+    argv: tuple[str, ...],
+    command: str | tuple[str, ...],
+    stdout: int,
+    stderr: int,
+    timeout: float,
+    env: dict[str, str] | None,
+    what: str,
+) -> int:
+    """Start ``argv`` and wait for its exit (not for its output to close); its exit status."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stdout=stdout,
+            stderr=stderr,
             start_new_session=True,
             env=env,
         )
     except OSError as exc:
         raise CommandError(f"{what} {describe(command)!r} could not start: {exc.strerror}") from exc
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout if timeout > 0 else None)
+        return await asyncio.wait_for(proc.wait(), timeout if timeout > 0 else None)
     except TimeoutError:
         _kill_group(proc.pid, signal.SIGTERM)
         try:
@@ -88,15 +128,3 @@ async def run_command(
         with contextlib.suppress(Exception):
             await proc.wait()
         raise
-    seconds = time.monotonic() - started
-    stdout = out.decode("utf-8", errors="replace")
-    stderr = err.decode("utf-8", errors="replace")
-    result = CommandResult(proc.returncode or 0, stdout, stderr, seconds)
-    if result.returncode != 0:
-        tail = stderr[-_TAIL:].strip() or stdout[-_TAIL:].strip()
-        tail = "; ".join(line.strip() for line in tail.splitlines() if line.strip())  # one line
-        tail_text = f": {tail}" if tail else ""
-        raise CommandError(
-            f"{what} {describe(command)!r} exited with status {result.returncode}{tail_text}"
-        )
-    return result

@@ -1,0 +1,178 @@
+"""Execution budgets, in process: sizes in the configuration, the watchdog interrupting a real
+worker thread, checks before a value is made, RE2 and the YAML alias count."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from ctemplate.config import Config, TemplateConfig
+from ctemplate.config.values import parse_size
+from ctemplate.errors import ConfigError
+from ctemplate.language import budget, helpers
+from ctemplate.language.jinja import TemplateEngine
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        (1, 1),
+        (4096, 4096),
+        ("100", 100),
+        ("1KB", 1000),
+        ("1KiB", 1024),
+        ("64MiB", 64 << 20),
+        ("2 gb", 2 * 1000**3),
+        ("1GiB", 1 << 30),
+    ],
+)
+def test_sizes(value, size):
+    assert parse_size(value, where="k") == size
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, "k: 0 must be greater than zero"),
+        ("0MiB", 'k: "0MiB" must be greater than zero'),
+        ("lots", 'k: "lots" is not a size; write e.g. "1MiB", "512KiB" or a number of bytes'),
+        ("1.5MiB", 'k: "1.5MiB" is not a size; write e.g. "1MiB", "512KiB" or a number of bytes'),
+        (True, 'k: expected a size such as "1MiB", got a boolean'),
+        ([1], 'k: expected a size such as "1MiB", got a list'),
+    ],
+)
+def test_bad_sizes(value, message):
+    with pytest.raises(ConfigError) as info:
+        parse_size(value, where="k")
+    assert str(info.value) == message
+
+
+def _run(text: str, *, timeout: float = 5.0, max_size: int = 1 << 20):
+    tc = TemplateConfig(
+        destination="/dev/null",
+        contents=text,
+        execution_timeout=timeout,
+        execution_max_size=max_size,
+        origin="t",
+    )
+    compiled = TemplateEngine(Config()).load(tc)
+    return budget.run(compiled.execute, {}, name=compiled.name, timeout=timeout, max_size=max_size)
+
+
+def test_watchdog_stops_a_loop_that_writes_nothing():
+    started = time.monotonic()
+    execution = _run(
+        "a\n{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        timeout=0.5,
+    )
+    took = time.monotonic() - started
+    assert str(execution.error) == (
+        "t.contents:2: execution stopped: did not finish within 0.5s; raise execution_timeout "
+        "if it needs longer"
+    )
+    assert took < 3
+
+
+def test_interrupt_all_stops_every_running_execution_in_its_thread():
+    results = []
+    loop = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    threads = [
+        threading.Thread(target=lambda: results.append(_run(loop, timeout=3600)), daemon=True)
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    assert budget.interrupt_all() == 3
+    for thread in threads:
+        thread.join(5)
+    assert [str(r.error) for r in results] == [
+        "t.contents:1: execution stopped: ctemplate is stopping"
+    ] * 3
+
+
+def test_a_finished_execution_is_never_interrupted_later():
+    """The thread goes on with other work after its execution: no interrupt arrives late."""
+    assert _run("ok", timeout=0.05).text == "ok"
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:  # would raise Interrupted if one were pending
+        sum(range(1000))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{{ 'x' * 10**7 }}", "the operator '*' would make a value of 10,000,000 bytes or items"),
+        ("{{ [1] * 10**7 }}", "the operator '*' would make a value of 10,000,000 bytes or items"),
+        ("{{ 7 ** (10**7) }}", "the operator '**' would make a value of 10,000,000 bytes or items"),
+        ("{{ '%2000000d' % 1 }}", "the operator '%' would make a value of 2,000,000 bytes"),
+        ("{{ '{:>2000000}'.format(1) }}", "str.format() would make a value of 2,000,000 bytes"),
+        ("{{ 'x'.zfill(2000000) }}", "str.zfill() would make a value of 2,000,000 bytes"),
+        ("{{ 'ab' | center(2000000) }}", "center() would make a value of 2,000,000 bytes"),
+        ("{{ ('a' * 1000) | replace('a', 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb') }}", ""),
+        ("{{ ('a' * 100000) | replace('a', 'bbbbbbbbbbbbbbbbbbbb') }}", "replace() would make"),
+        ("{{ ('a' * 100000).replace('a', 'bbbbbbbbbbbbbbbbbbbb') }}", "str.replace() would make"),
+        ("{{ 'a\\nb' | indent('x' * 600000) }}", "indent() would make a value of 1,200,000"),
+    ],
+)
+def test_values_past_the_size_budget_are_refused_before_they_are_made(text, message):
+    execution = _run(text)
+    if not message:
+        assert execution.error is None and execution.text is not None
+        return
+    assert str(execution.error).startswith(f"t.contents:1: {message}"), execution.error
+    assert str(execution.error).endswith(
+        "past execution_max_size (1,048,576); raise execution_max_size if this is meant"
+    )
+
+
+def test_constant_filters_are_not_folded_at_compile_time():
+    """Jinja folds filters of constants when it compiles, outside any budget: they must run in
+    the execution instead (else ``load`` itself would build a billion-item list)."""
+    started = time.monotonic()
+    execution = _run("{{ 1000000000 | loop | list | length }}", timeout=1)
+    assert time.monotonic() - started < 5
+    assert str(execution.error) == (
+        "t.contents:1: loop: 1,000,000,000 numbers is past 16,384 (execution_max_size / 64); "
+        "raise execution_max_size if this is meant"
+    )
+    assert (
+        _run("{{ 'x' | center(2000000) }}", max_size=4 << 20).text
+        == " " * 999999 + "x" + " " * 1000000
+    )
+
+
+def test_output_past_the_size_budget():
+    execution = _run("{% for i in range(2000) %}{{ 'x' * 1000 }}{% endfor %}")
+    assert str(execution.error) == (
+        "t.contents: the output passed execution_max_size (1,048,576 bytes); raise "
+        "execution_max_size if this is meant"
+    )
+
+
+def test_regex_is_linear_and_speaks_go_syntax():
+    started = time.monotonic()
+    assert helpers.regex_match("a" * 100_000 + "b", "(a+)+$") is False
+    assert time.monotonic() - started < 1
+    assert helpers.regex_replace_all("web-1,web-2", r"web-(?P<n>\d)", "srv${n}") == "srv1,srv2"
+    with pytest.raises(Exception) as info:
+        helpers.regex_match("aa", r"(a)\1")
+    assert str(info.value) == ("regexMatch: bad regular expression: invalid escape sequence: \\1")
+
+
+def test_yaml_alias_bomb_is_refused_before_it_is_built():
+    bomb = 'a: &a ["x","x","x","x","x","x","x","x","x","x"]\n'
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        bomb += f"{name}: &{name} [" + ",".join([f"*{prev}"] * 10) + "]\n"
+    with pytest.raises(Exception) as info:
+        helpers.parse_yaml(bomb)
+    assert str(info.value) == (
+        "parseYAML: the document expands to more than 1,048,576 nodes through its aliases (an "
+        "alias bomb?); raise execution_max_size if it is meant"
+    )
+    assert helpers.parse_yaml("x: &x {a: 1}\ny: *x\n") == {"x": {"a": 1}, "y": {"a": 1}}
+    with pytest.raises(Exception) as info:
+        helpers.parse_yaml("&a [*a]")
+    assert str(info.value) == "parseYAML: the document refers to itself (a recursive alias)"
