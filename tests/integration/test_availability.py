@@ -70,8 +70,8 @@ def test_runaway_templates_are_stopped_and_the_others_keep_rendering(consul, uni
     consul.put_kv(k, "1")
     consul.put_kv(r, "aaaa")
     consul.put_kv(y, "a: 1")
-    loop = tmp_path / "loop.tmpl"
-    regex, yaml, fast = tmp_path / "regex.tmpl", tmp_path / "yaml.tmpl", tmp_path / "fast.tmpl"
+    loop = tmp_path / "loop.j2"
+    regex, yaml, fast = tmp_path / "regex.j2", tmp_path / "yaml.j2", tmp_path / "fast.j2"
     loop.write_text(NEVER_ENDS)
     regex.write_text(f'{{{{ key("{r}") | regexMatch("(a+)+$") }}}}\n')
     yaml.write_text(f'{{{{ key("{y}") | parseYAML | toJSON }}}}\n')
@@ -126,7 +126,7 @@ def test_runaway_templates_are_stopped_and_the_others_keep_rendering(consul, uni
 def test_a_template_growing_memory_is_stopped(consul, tmp_path):
     """Promise: a template that grows a list in a loop (each step small) is stopped once the
     process grew by 4 x execution_max_size, with one line naming its file and line."""
-    grow = tmp_path / "grow.tmpl"
+    grow = tmp_path / "grow.j2"
     grow.write_text(
         "{% set items = [] %}\n"
         "{% for i in range(100000) %}{% for j in range(100000) %}"
@@ -150,7 +150,7 @@ def test_a_template_growing_memory_is_stopped(consul, tmp_path):
 def test_sigterm_stops_a_template_that_never_finishes(consul, tmp_path):
     """Promise: a stop exits within seconds even while an execution is stuck in a loop (with a
     budget of an hour, the watchdog is not what stops it: the stop interrupts it)."""
-    src = tmp_path / "loop.tmpl"
+    src = tmp_path / "loop.j2"
     src.write_text(NEVER_ENDS)
     config = tmp_path / "ct.hcl"
     config.write_text(_hcl(consul, _template(src, tmp_path / "out", execution_timeout="1h")))
@@ -173,7 +173,7 @@ def test_once_timeout_exits_while_a_template_never_finishes(consul, unique, tmp_
     thread); the template that finished is written."""
     key = f"{unique}/k"
     consul.put_kv(key, "v")
-    loop, fast = tmp_path / "loop.tmpl", tmp_path / "fast.tmpl"
+    loop, fast = tmp_path / "loop.j2", tmp_path / "fast.j2"
     loop.write_text(NEVER_ENDS)
     fast.write_text(f'k={{{{ key("{key}") }}}}\n')
     config = tmp_path / "ct.hcl"
@@ -208,8 +208,8 @@ def test_oversized_values_fail_before_they_are_made(consul, tmp_path):
     }
     templates = []
     for name, text in cases.items():
-        (tmp_path / f"{name}.tmpl").write_text(f"first line\n{text}\n")
-        src, dest = tmp_path / f"{name}.tmpl", tmp_path / f"{name}.out"
+        (tmp_path / f"{name}.j2").write_text(f"first line\n{text}\n")
+        src, dest = tmp_path / f"{name}.j2", tmp_path / f"{name}.out"
         templates.append(_template(src, dest, execution_max_size="1MiB"))
     config = tmp_path / "ct.hcl"
     config.write_text(_hcl(consul, *templates))
@@ -219,15 +219,15 @@ def test_oversized_values_fail_before_they_are_made(consul, tmp_path):
     limit = "past execution_max_size (1,048,576); raise execution_max_size if this is meant"
     expected = sorted(
         [
-            f"{tmp_path}/mul.tmpl:2: the operator '*' would make a value of 10,000,000,000 bytes "
+            f"{tmp_path}/mul.j2:2: the operator '*' would make a value of 10,000,000,000 bytes "
             f"or items, {limit}",
-            f"{tmp_path}/pow.tmpl:2: the operator '**' would make a value of 1,333,333,333 bytes "
+            f"{tmp_path}/pow.j2:2: the operator '**' would make a value of 1,333,333,333 bytes "
             f"or items, {limit}",
-            f"{tmp_path}/width.tmpl:2: the operator '%' would make a value of 999,999,999,999 "
+            f"{tmp_path}/width.j2:2: the operator '%' would make a value of 999,999,999,999 "
             f"bytes or items, {limit}",
-            f"{tmp_path}/ljust.tmpl:2: str.ljust() would make a value of 1,000,000,000,000 bytes "
+            f"{tmp_path}/ljust.j2:2: str.ljust() would make a value of 1,000,000,000,000 bytes "
             f"or items, {limit}",
-            f"{tmp_path}/output.tmpl: the output passed execution_max_size (1,048,576 bytes); "
+            f"{tmp_path}/output.j2: the output passed execution_max_size (1,048,576 bytes); "
             "raise execution_max_size if this is meant",
         ]
     )
@@ -266,27 +266,27 @@ def test_plugin_output_is_capped(consul, tmp_path):
     script = tmp_path / "chatty"
     script.write_text(f"#!/bin/sh\necho $$ >> {pids}\nyes &\necho $! >> {pids}\nwait\n")
     script.chmod(0o755)
-    (tmp_path / "chatty.tmpl").write_text(f'{{{{ plugin("{script}") | length }}}}\n')
+    (tmp_path / "chatty.j2").write_text(f'{{{{ plugin("{script}") | length }}}}\n')
     for name, size in (("small", 5000), ("big", 20000)):
-        (tmp_path / f"{name}.tmpl").write_text(
+        (tmp_path / f"{name}.j2").write_text(
             f'{{{{ plugin("head", "-c", "{size}", "/dev/zero") | length }}}}\n'
         )
     config = tmp_path / "ct.hcl"
     config.write_text(
         _hcl(
             consul,
-            _template(tmp_path / "chatty.tmpl", tmp_path / "chatty.out"),
-            _template(tmp_path / "small.tmpl", tmp_path / "small.out", plugin_max_output="10KiB"),
-            _template(tmp_path / "big.tmpl", tmp_path / "big.out", plugin_max_output="10KiB"),
+            _template(tmp_path / "chatty.j2", tmp_path / "chatty.out"),
+            _template(tmp_path / "small.j2", tmp_path / "small.out", plugin_max_output="10KiB"),
+            _template(tmp_path / "big.j2", tmp_path / "big.out", plugin_max_output="10KiB"),
         )
     )
     result = run_ctemplate(["-config", str(config), "-once"], timeout=60)
     assert result.returncode == 14, result.stderr
     errors = sorted(e.rsplit("; keeping the last good", 1)[0] for e in _errors(result.stderr))
     assert errors == [
-        f'{tmp_path}/big.tmpl:1: plugin("head"): printed more than 10,240 bytes and was killed '
+        f'{tmp_path}/big.j2:1: plugin("head"): printed more than 10,240 bytes and was killed '
         "with its process group (raise plugin_max_output if this is meant)",
-        f'{tmp_path}/chatty.tmpl:1: plugin("{script}"): printed more than 1,048,576 bytes and '
+        f'{tmp_path}/chatty.j2:1: plugin("{script}"): printed more than 1,048,576 bytes and '
         "was killed with its process group (raise plugin_max_output if this is meant)",
     ], result.stderr
     assert read(tmp_path / "small.out") == "5000\n"
@@ -310,8 +310,8 @@ def test_a_command_with_a_background_child_holds_up_no_other_template(consul, un
     consul.put_kv(a, "1")
     consul.put_kv(b, "1")
     runs, children = tmp_path / "runs", tmp_path / "children"
-    (tmp_path / "a.tmpl").write_text(f'a={{{{ key("{a}") }}}}\n')
-    (tmp_path / "b.tmpl").write_text(f'b={{{{ key("{b}") }}}}\n')
+    (tmp_path / "a.j2").write_text(f'a={{{{ key("{a}") }}}}\n')
+    (tmp_path / "b.j2").write_text(f'b={{{{ key("{b}") }}}}\n')
     command = (
         f"cat {tmp_path / 'a.out'} >> {runs}; sh -c 'sleep 30 & echo $! >> {children}'; sleep 3"
     )
@@ -319,8 +319,8 @@ def test_a_command_with_a_background_child_holds_up_no_other_template(consul, un
     config.write_text(
         _hcl(
             consul,
-            _template(tmp_path / "a.tmpl", tmp_path / "a.out", command=command),
-            _template(tmp_path / "b.tmpl", tmp_path / "b.out"),
+            _template(tmp_path / "a.j2", tmp_path / "a.out", command=command),
+            _template(tmp_path / "b.j2", tmp_path / "b.out"),
         )
     )
     try:
@@ -358,13 +358,13 @@ def test_idle_status_connections_exhaust_neither_the_status_port_nor_file_writes
     file write fail; idle connections are closed after a timeout."""
     key = f"{unique}/k"
     consul.put_kv(key, "1")
-    (tmp_path / "t.tmpl").write_text(f'k={{{{ key("{key}") }}}}\n')
+    (tmp_path / "t.j2").write_text(f'k={{{{ key("{key}") }}}}\n')
     port = free_port()
     config = tmp_path / "ct.hcl"
     config.write_text(
         _hcl(
             consul,
-            _template(tmp_path / "t.tmpl", tmp_path / "out"),
+            _template(tmp_path / "t.j2", tmp_path / "out"),
             extra=f'status_address = "127.0.0.1:{port}"\n',
         )
     )
@@ -407,7 +407,7 @@ def test_soft_open_files_limit_is_raised_to_the_hard_one(consul, unique, tmp_pat
     one, the daemon raises its soft limit of open files to the hard limit, as Go programs do."""
     key = f"{unique}/k"
     consul.put_kv(key, "1")
-    (tmp_path / "t.tmpl").write_text(f'k={{{{ key("{key}") }}}}\n')
+    (tmp_path / "t.j2").write_text(f'k={{{{ key("{key}") }}}}\n')
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     hard = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
 
@@ -417,7 +417,7 @@ def test_soft_open_files_limit_is_raised_to_the_hard_one(consul, unique, tmp_pat
     log_path = tmp_path / "ct.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            [*COMMAND, "-consul-addr", consul.http_addr, "-template", f"{tmp_path}/t.tmpl:out"],
+            [*COMMAND, "-consul-addr", consul.http_addr, "-template", f"{tmp_path}/t.j2:out"],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             preexec_fn=limit,
@@ -434,3 +434,24 @@ def test_soft_open_files_limit_is_raised_to_the_hard_one(consul, unique, tmp_pat
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_runaway_go_template_is_stopped_too(consul, unique, tmp_path):
+    """Promise: the budgets hold for Go-syntax templates: a range that never ends is stopped at
+    execution_timeout, one line naming the file, and -once exits 14 at once."""
+    src = tmp_path / "loop.ctmpl"
+    src.write_text(
+        "begin\n{{ range $i := 100000000 }}{{ range $j := 100000000 }}{{ end }}{{ end }}\n"
+    )
+    config = tmp_path / "ct.hcl"
+    config.write_text(_hcl(consul, _template(src, tmp_path / "loop.out", execution_timeout="2s")))
+    started = time.monotonic()
+    result = run_ctemplate(["-config", str(config), "-once"], timeout=60)
+    took = time.monotonic() - started
+    assert result.returncode == 14, result.stderr
+    errors = _errors(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"{src}:"), errors
+    assert "execution_timeout" in errors[0], errors
+    assert not (tmp_path / "loop.out").exists()
+    assert took < 30, result.stderr
