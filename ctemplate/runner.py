@@ -21,9 +21,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import status
 from .config import Config, TemplateConfig, WaitConfig, parse_duration
 from .consul.client import ConsulClient, base_url
 from .consul.queries import Query
@@ -41,10 +40,13 @@ from .language import budget, local
 from .language.execution import Execution
 from .language.frontends import Compiled, TemplateEngines
 from .modes.daemon import WatchSet
-from .modes.dedup import Dedup, shareable, template_id
-from .modes.exec import Supervisor, check_execs
 from .output.command import describe, run_command
 from .output.write import render, write_small_file
+
+if TYPE_CHECKING:  # imported where used: -once and most daemons need neither (start-up time)
+    from . import status
+    from .modes.dedup import Dedup
+    from .modes.exec import Supervisor
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "Runner", "run"]
 
@@ -133,6 +135,8 @@ def _dedup_id(tc: TemplateConfig, config: Config) -> str | None:
             return None  # loading it failed or will fail with its own message
     else:
         text = tc.contents or ""
+    from .modes.dedup import template_id
+
     return template_id(
         text,
         syntax=str(getattr(tc, "syntax", "") or ""),
@@ -271,6 +275,8 @@ class Runner:
             )
         self._watches.start(watches, self._client, settings)
         if config.dedup.enabled and not config.once:
+            from .modes.dedup import Dedup
+
             self._dedup = Dedup(
                 self._client, config.dedup, on_data=self._on_dedup, on_role=self._on_dedup
             )
@@ -367,6 +373,8 @@ class Runner:
         if config.dry:
             log.warning("(exec) -dry writes no files: the exec children are not started")
             return
+        from .modes.exec import Supervisor
+
         self._exec = Supervisor(config.execs, _command_env(config), self._child_ended)
         self._exec.install_signals(self._own_signals())
 
@@ -546,6 +554,8 @@ class Runner:
                 continue
             unit.waiting_since = None
             if unit.dedup_id and self._dedup and self._leads_or_alone(unit):
+                from .modes.dedup import shareable
+
                 # The leader shares what it rendered from (not host-local answers).
                 self._dedup.publish(
                     unit.dedup_id,
@@ -750,6 +760,8 @@ class Runner:
             # host-local queries, and any its own execution used that the leader's did not.
             assert self._dedup is not None and unit.dedup_id is not None
             published = self._dedup.values(unit.dedup_id)
+            from .modes.dedup import shareable
+
             for key, query in unit.queries.items():
                 if not shareable(query) or (published is not None and key not in published):
                     queries[key] = query
@@ -1013,6 +1025,8 @@ class Runner:
     async def _start_status(self, config: Config) -> None:
         self._status = None
         if config.status_address:
+            from . import status
+
             server = status.StatusServer(config.status_address, self._snapshot)
             await server.start()
             self._status = server
@@ -1024,6 +1038,8 @@ class Runner:
         return {"dedup_role": role, "dedup_publishes": publishes}
 
     def _snapshot(self) -> status.Snapshot:
+        from . import status
+
         client = self._client
         queries: set[str] = set()
         templates = []
@@ -1128,5 +1144,7 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
             "no templates: give -template src:dest or a config file with template {} or watch {}"
         )
     if config.execs:  # a missing program or a bad templates entry: before anything starts
+        from .modes.exec import check_execs
+
         check_execs(config.execs, [t.destination for t in config.templates], _command_env(config))
     return await Runner(config, reload).run()

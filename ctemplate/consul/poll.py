@@ -21,11 +21,9 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-from tenacity import RetryError
-
 from ..errors import ConsulError
 from .queries import FileQuery, PolledQuery
-from .retry import WatchSettings, gave_up, retrying
+from .retry import WatchSettings, with_retries
 
 __all__ = ["poll_consul", "poll_file"]
 
@@ -48,21 +46,18 @@ class _Watcher(Protocol):
 
 
 async def _fetch(query: PolledQuery, watcher: _Watcher) -> Any:
-    s = watcher.settings
     key = str(query)
-    try:
-        async for attempt in retrying(s, watcher.client.note_retry):
-            with attempt:
-                try:
-                    value = await query.fetch(watcher.client)
-                except ConsulError as exc:
-                    watcher.query_failed(key, exc)  # per-query state: /health, one log line
-                    raise
-                watcher.query_ok(key)
-                return value
-    except RetryError as exc:
-        raise gave_up(exc, s) from exc.last_attempt.exception()
-    raise AssertionError("unreachable")
+
+    async def attempt() -> Any:
+        try:
+            value = await query.fetch(watcher.client)
+        except ConsulError as exc:
+            watcher.query_failed(key, exc)  # per-query state: /health, one log line
+            raise
+        watcher.query_ok(key)
+        return value
+
+    return await with_retries(watcher.settings, watcher.client.note_retry, attempt)
 
 
 async def poll_consul(query: PolledQuery, watcher: _Watcher) -> None:

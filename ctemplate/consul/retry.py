@@ -3,26 +3,26 @@
 Transient failures (connection errors, 5xx, 429) are retried with exponential backoff and jitter
 (tenacity) until ``retry_attempts`` or ``max_unavailable`` says to give up (by default never, in a
 daemon); ``retry_enabled = False`` makes the first failure final, as in consul-template.
+
+tenacity is imported only when a request fails: most runs (every quick ``-once``) never retry,
+and its import is a few per cent of their start-up.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    RetryError,
-    retry_if_exception,
-    wait_exponential,
-    wait_random,
-)
+from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import ConsulError
 
-__all__ = ["WatchSettings", "describe", "gave_up", "retrying"]
+if TYPE_CHECKING:
+    from tenacity import AsyncRetrying, RetryCallState, RetryError
+
+__all__ = ["WatchSettings", "describe", "gave_up", "retrying", "with_retries"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +62,8 @@ def retrying(
     """The retry policy of one request: exponential backoff with jitter, stopping only at the
     configured limits (``retry_attempts``, ``max_unavailable``). ``on_retry(attempt, delay)``
     is called after each failed attempt that will be retried, before the pause."""
+    from tenacity import AsyncRetrying, retry_if_exception, wait_exponential, wait_random
+
     backoff = wait_exponential(multiplier=s.retry_backoff, max=s.retry_max_backoff) + wait_random(
         0, s.retry_backoff
     )
@@ -95,6 +97,38 @@ def retrying(
         before_sleep=before_sleep,
         reraise=False,
     )
+
+
+async def with_retries(
+    s: WatchSettings,
+    on_retry: Callable[[int, float], None] | None,
+    attempt: Callable[[], Awaitable[T]],
+) -> T:
+    """``await attempt()`` under the policy of :func:`retrying`; a :class:`ConsulError` naming
+    the limit (:func:`gave_up`) once it stops retrying.
+
+    The first attempt runs outside tenacity (no import, no retry state for the common case of
+    a request that succeeds); its transient failure is handed to tenacity as attempt 1, so
+    the backoff, the limits and ``on_retry`` see exactly the sequence they would otherwise.
+    """
+    try:
+        return await attempt()
+    except ConsulError as exc:
+        if not exc.transient:
+            raise
+        first: ConsulError | None = exc
+    from tenacity import RetryError
+
+    try:
+        async for state in retrying(s, on_retry):
+            with state:
+                if first is not None:
+                    failed, first = first, None
+                    raise failed
+                return await attempt()
+    except RetryError as exc:
+        raise gave_up(exc, s) from exc.last_attempt.exception()
+    raise AssertionError("unreachable")
 
 
 def gave_up(exc: RetryError, s: WatchSettings) -> ConsulError:

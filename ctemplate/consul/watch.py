@@ -33,10 +33,6 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tenacity import (
-    RetryError,
-)
-
 from ..errors import ConsulError
 from .client import ConsulClient, ConsulResponse
 from .plan import Plan, plan
@@ -49,7 +45,7 @@ from .queries import (
     PolledQuery,
     Query,
 )
-from .retry import WatchSettings, gave_up, retrying
+from .retry import WatchSettings, with_retries
 
 __all__ = ["RESERVED_CONNECTIONS", "QueryFailure", "WatchSettings", "Watcher"]
 
@@ -160,36 +156,32 @@ class _Poll:
     async def _fetch(self) -> ConsulResponse:
         s = self.watcher.settings
         client = self.watcher.client
-        try:
-            async for attempt in retrying(s, client.note_retry):
-                with attempt:
-                    # After a failure, ask without blocking: a restarted agent holds a query
-                    # whose index is ahead of its own for the whole wait.
-                    index = 0 if self.failed else self.index
-                    self.failed = True  # until this attempt succeeds
-                    stale = s.max_stale > 0
-                    try:
-                        resp = await client.get(
-                            self.path, self.params, index=index, wait=s.wait, stale=stale
-                        )
-                        if stale and resp.last_contact > s.max_stale:
-                            log.debug(
-                                "(watch) %s: stale by %.1fs; asking the leader",
-                                self.name,
-                                resp.last_contact,
-                            )
-                            resp = await client.get(
-                                self.path, self.params, index=index, wait=s.wait
-                            )
-                    except ConsulError as exc:
-                        self.watcher.query_failed(self.name, exc)
-                        raise
-                    self.failed = False
-                    self.blocked = index > 0
-                    return resp
-        except RetryError as exc:
-            raise gave_up(exc, s) from exc.last_attempt.exception()
-        raise AssertionError("unreachable")
+
+        async def attempt() -> ConsulResponse:
+            # After a failure, ask without blocking: a restarted agent holds a query whose
+            # index is ahead of its own for the whole wait.
+            index = 0 if self.failed else self.index
+            self.failed = True  # until this attempt succeeds
+            stale = s.max_stale > 0
+            try:
+                resp = await client.get(
+                    self.path, self.params, index=index, wait=s.wait, stale=stale
+                )
+                if stale and resp.last_contact > s.max_stale:
+                    log.debug(
+                        "(watch) %s: stale by %.1fs; asking the leader",
+                        self.name,
+                        resp.last_contact,
+                    )
+                    resp = await client.get(self.path, self.params, index=index, wait=s.wait)
+            except ConsulError as exc:
+                self.watcher.query_failed(self.name, exc)
+                raise
+            self.failed = False
+            self.blocked = index > 0
+            return resp
+
+        return await with_retries(s, client.note_retry, attempt)
 
 
 class _Channel:
@@ -602,18 +594,18 @@ class Watcher:
     async def read(self, name: str, path: str, params: dict[str, str]) -> Any:
         """One non-blocking read with the retry policy; ``_FAILED`` after reporting an error."""
         s = self.settings
+
+        async def attempt() -> Any:
+            try:
+                resp = await self.client.get(path, params, stale=s.max_stale > 0)
+            except ConsulError as exc:
+                self.query_failed(name, exc, member=True)
+                raise
+            self.query_ok(name)
+            return resp.data
+
         try:
-            async for attempt in retrying(s, self.client.note_retry):
-                with attempt:
-                    try:
-                        resp = await self.client.get(path, params, stale=s.max_stale > 0)
-                    except ConsulError as exc:
-                        self.query_failed(name, exc, member=True)
-                        raise
-                    self.query_ok(name)
-                    return resp.data
-        except RetryError as exc:
-            self.fail(name, gave_up(exc, s))
+            return await with_retries(s, self.client.note_retry, attempt)
         except ConsulError as exc:
             self.fail(name, exc)
         return _FAILED
