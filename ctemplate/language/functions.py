@@ -7,6 +7,7 @@ there. The other local functions (``env``, ``plugin``, ``timestamp``) are in :mo
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,6 +18,7 @@ from ..consul.queries import (
     ConnectCARootsQuery,
     FileProblem,
     FileQuery,
+    KVGetQuery,
     parse_connect,
     parse_datacenters,
     parse_key,
@@ -29,7 +31,7 @@ from ..consul.queries import (
 )
 from ..errors import TemplateError
 from . import local
-from .execution import current, lookup, missing, recall
+from .execution import current, lookup, missing, recall, recall_as
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +53,20 @@ def services(*args: Any) -> Any:
     return lookup(parse_services(args), ())
 
 
+@functools.lru_cache(maxsize=16384)
+def _key_query(text: str) -> tuple[KVGetQuery, str]:
+    """``key(text)``'s query and its cache key, parsed and formatted once per text (a bad
+    key raises every time: exceptions are not cached)."""
+    query = parse_key("key", text, block=True)
+    return query, str(query)
+
+
 def key(path: Any) -> str:
     """A key's value; the template waits until the key exists."""
     if path == "":
         return ""
-    value = lookup(parse_key("key", path, block=True), "")
-    return "" if value is None else str(value)
+    found, value = recall_as(*_key_query(str(path)))
+    return "" if not found or value is None else str(value)
 
 
 def key_exists(path: Any) -> bool:
