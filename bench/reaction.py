@@ -60,6 +60,8 @@ from _common import (
 KEY = "bench/k"
 TEMPLATE = '{{ key("bench/k") }}'
 TARGET_RATIO = 2.0
+FLOOR_P50 = 2.3  # issue #16: change -> file p50 within 2.3x the urllib floor's
+FLOOR_CPU = 2.0  # and CPU per change within 2x
 
 # --- processes ---------------------------------------------------------------------------------
 
@@ -182,12 +184,27 @@ def _run_with_agent(args: argparse.Namespace, agent: Any, tmp: Path) -> dict[str
         "--max-seconds",
         str(args.max_seconds),
     ]
+    floor_argv = [python(), str(BENCH / "floor_client.py"), *raw_argv[2:]]
+    floor_argv[floor_argv.index("--dest") + 1] = str(out / "floor.out")
     raw_trace_path = tmp / "raw-trace.txt"
     trace_env = {"CTEMPLATE_TRACE_OUT": str(trace_path), "RAW_TRACE_OUT": str(raw_trace_path)}
     env = child_env(trace_env if args.trace else None)
+    base_flags = list(ct_flags)
+    base_flags[base_flags.index("-template") + 1] = f"{tmpl}:{out / 'base.out'}"
+    base_env = dict(env)
+    if args.base_src:  # another copy of the engine, side by side (before/after)
+        base_env["PYTHONPATH"] = str(args.base_src) + os.pathsep + env["PYTHONPATH"]
     all_sides = {
         "ctemplate": Side("ctemplate", ct_argv, out / "ct.out", env, tmp / "ctemplate.log"),
+        "base": Side(
+            "base",
+            [python(), "-m", "ctemplate", *base_flags],
+            out / "base.out",
+            base_env,
+            tmp / "base.log",
+        ),
         "raw": Side("raw", raw_argv, out / "raw.out", env, tmp / "raw.log"),
+        "floor": Side("floor", floor_argv, out / "floor.out", env, tmp / "floor.log"),
     }
     sides = [all_sides[n] for n in args.sides.split(",")]
     observer = Observer(out, args.watch, args.poll_interval)
@@ -399,6 +416,20 @@ def report(r: dict[str, Any]) -> str:
             f"{name:12}{d['cpu_per_change_ms']:14.2f}{d['idle_cpu_s']:12.2f}"
             f"{d['rss_idle_kib'] / 1024:14.1f}{d['rss_end_kib'] / 1024:13.1f}"
         )
+    if "floor" in sides:
+        floor = sides["floor"]
+        lines += [
+            "",
+            f"against the floor (urllib, no fsync; issue #16 targets p50 <= {FLOOR_P50:g}x, "
+            f"CPU <= {FLOOR_CPU:g}x)",
+            f"{'':12}{'p50 / floor':>12}{'CPU / floor':>12}",
+        ]
+        for name, d in sides.items():
+            if name == "floor":
+                continue
+            p50 = d["p50_ms"] / floor["p50_ms"] if floor["p50_ms"] > 0 else float("inf")
+            cpu = d["cpu_per_change_ms"] / max(floor["cpu_per_change_ms"], 1e-9)
+            lines.append(f"{name:12}{p50:11.2f}x{cpu:11.2f}x")
     lines.append(
         f"(consul agent {r['consul_cpu_per_change_ms']:.2f} ms/change, benchmark process "
         f"{r['bench_cpu_per_change_ms']:.2f} ms/change; idle CPU over {s['idle_s']:g}s)"
@@ -441,7 +472,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=5.0, help="per change, seconds")
     p.add_argument("--idle", type=float, default=3.0, help="idle CPU window, seconds")
     p.add_argument(
-        "--sides", default="ctemplate,raw", choices=["ctemplate,raw", "ctemplate", "raw"]
+        "--sides",
+        default="ctemplate,raw",
+        help="comma-separated from ctemplate, base (needs --base-src), raw, floor "
+        "(urllib, no fsync: issue #16's yardstick)",
+    )
+    p.add_argument(
+        "--base-src", type=Path, help="directory with another ctemplate/ package: side 'base'"
     )
     p.add_argument("--watch", default="inotify", choices=["inotify", "poll"])
     p.add_argument("--poll-interval", type=float, default=0.001, help="--watch poll, seconds")
@@ -452,6 +489,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the agent and the daemons are stopped on the way out.
     signal.signal(signal.SIGTERM, _terminate)
+    known = {"ctemplate", "base", "raw", "floor"}
+    names = args.sides.split(",")
+    if not names or not set(names) <= known or len(set(names)) != len(names):
+        p.error(f"--sides: distinct names from {', '.join(sorted(known))}")
+    if "base" in names and not args.base_src:
+        p.error("--sides base needs --base-src DIR")
     if args.changes < 1 or args.gap_min < 0 or args.gap_max < args.gap_min:
         p.error("need --changes >= 1 and 0 <= --gap-min <= --gap-max")
     result = run(args)
