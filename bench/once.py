@@ -43,12 +43,10 @@ upstream web {
 """
 
 # Modules a run must not import, and modules it is expected to import (for the report).
-# Issue #16: -once also leaves out anyio's event-loop back end (the client uses httpx
-# synchronously; httpcore still imports anyio's small top-level package), tenacity (until a
-# request fails), YAML, the status server and the exec and de-duplication modes.
+# Issue #16: -once also leaves out tenacity (until a request fails), YAML, the status server
+# and the exec and de-duplication modes.
 ONCE_UNUSED = (
     "watchfiles",
-    "anyio._backends",
     "tenacity",
     "yaml",
     "ctemplate.status",
