@@ -123,23 +123,15 @@ class _Unit:
         return self.compiled.name
 
 
-def _dedup_id(tc: TemplateConfig, config: Config) -> str | None:
+def _dedup_id(compiled: Compiled, tc: TemplateConfig, config: Config) -> str | None:
     """The de-duplication identity of a template: its text, syntax and delimiters."""
     if not config.dedup.enabled or config.once:
         return None
-    if tc.source is not None:
-        try:
-            with open(tc.source, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError):
-            return None  # loading it failed or will fail with its own message
-    else:
-        text = tc.contents or ""
     from .modes.dedup import template_id
 
     return template_id(
-        text,
-        syntax=str(getattr(tc, "syntax", "") or ""),
+        compiled.text,
+        syntax=compiled.syntax,
         left=tc.left_delimiter or config.default_left_delimiter or "",
         right=tc.right_delimiter or config.default_right_delimiter or "",
     )
@@ -240,9 +232,10 @@ class Runner:
 
     def _load_units(self, config: Config) -> list[_Unit]:
         engine = _engine(config)
-        return [
-            _Unit(tc, engine.load(tc), dedup_id=_dedup_id(tc, config)) for tc in config.templates
-        ]
+        units = [_Unit(tc, engine.load(tc)) for tc in config.templates]
+        for unit in units:
+            unit.dedup_id = _dedup_id(unit.compiled, unit.config, config)
+        return units
 
     def _start_consul(self, config: Config) -> None:
         settings = _watch_settings(config)
@@ -280,7 +273,6 @@ class Runner:
             self._dedup = Dedup(
                 self._client, config.dedup, on_data=self._on_dedup, on_role=self._on_dedup
             )
-            self._dedup.start()
             self._sync_dedup()
 
     def _sync_dedup(self) -> None:
@@ -958,7 +950,7 @@ class Runner:
                 log.error("%s; still using the previous version of %s", exc, src)
                 continue
             log.info("(runner) %s: template changed, rendering again", src)
-            unit.dedup_id = _dedup_id(unit.config, self.config)
+            unit.dedup_id = _dedup_id(unit.compiled, unit.config, self.config)
             unit.dirty = True
             unit.discard = unit.running is not None  # the old template's result is not written
         self._sync_dedup()
@@ -1034,8 +1026,8 @@ class Runner:
     def _dedup_state(self, unit: _Unit) -> dict[str, Any]:
         if unit.dedup_id is None or self._dedup is None:
             return {}
-        role, publishes, _ = self._dedup.stats().get(unit.dedup_id, ("starting", 0, 0))
-        return {"dedup_role": role, "dedup_publishes": publishes}
+        tid = unit.dedup_id
+        return {"dedup_role": self._dedup.role(tid), "dedup_publishes": self._dedup.publishes(tid)}
 
     def _snapshot(self) -> status.Snapshot:
         from . import status

@@ -574,8 +574,8 @@ def check_consul_address(value: str, *, where: str) -> None:
             )
     # user:password@ becomes basic auth (_split_userinfo): checked and shown without it, so no
     # message carries the password.
-    _userinfo, at, host_part = text.rpartition("@")
-    if at:
+    host_part = _split_userinfo({}, text)
+    if host_part != text:
         text = host_part
         value = prefix + host_part
     text = text.rstrip("/")

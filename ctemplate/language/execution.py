@@ -10,12 +10,14 @@ an execution in which nothing was missing.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import TemplateConfig
 from ..consul.queries import Query
 from ..errors import TemplateError
 
@@ -28,6 +30,8 @@ __all__ = [
     "current",
     "lookup",
     "missing",
+    "options_for",
+    "read_source",
     "recall",
     "recall_as",
 ]
@@ -60,6 +64,32 @@ class Options:
     timeout: float = math.inf  # execution_timeout, seconds
     max_size: int = 64 * 1024 * 1024  # execution_max_size, bytes (output, any one value)
     plugin_max_output: int = 1024 * 1024  # bytes
+
+
+def options_for(tc: TemplateConfig, *, dry: bool) -> Options:
+    """A template's options, as every front end compiles it."""
+    return Options(
+        sandbox=os.path.realpath(tc.sandbox_path) if tc.sandbox_path else None,
+        dry=dry,
+        timeout=tc.execution_timeout,
+        max_size=tc.execution_max_size,
+        plugin_max_output=tc.plugin_max_output,
+    )
+
+
+def read_source(tc: TemplateConfig) -> str:
+    """The template's text: its source file or its inline contents."""
+    if tc.source is None:
+        return tc.contents or ""
+    try:
+        with open(tc.source, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise TemplateError(
+            f"{tc.origin}: source {tc.source!r} does not exist; check the path"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(f"{tc.origin}: cannot read source {tc.source!r}: {exc}") from exc
 
 
 @dataclass(slots=True)

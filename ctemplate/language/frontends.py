@@ -21,6 +21,7 @@ class Compiled(Protocol):
 
     name: str
     syntax: str
+    text: str  # the source, as compiled
 
     def execute(self, data: Mapping[str, Any]) -> Execution: ...
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -27,10 +26,19 @@ from typing import Any
 
 from ..config import Config, TemplateConfig
 from ..errors import CtemplateError, TemplateError
-from .execution import BudgetExceeded, Execution, Options, Pass, check_budget, current
+from .execution import (
+    BudgetExceeded,
+    Execution,
+    Options,
+    Pass,
+    check_budget,
+    current,
+    options_for,
+    read_source,
+)
 from .registry import REGISTRY
 
-__all__ = ["GO_BUILTINS", "GO_FUNCS", "GoCompiledTemplate", "GoTemplateEngine", "read_source"]
+__all__ = ["GO_BUILTINS", "GO_FUNCS", "GoCompiledTemplate", "GoTemplateEngine"]
 
 log = logging.getLogger(__name__)
 
@@ -87,21 +95,6 @@ JINJA_SYNTAX_HINT = (
 
 def looks_like_jinja(text: str) -> bool:
     return bool(_JINJA_TAG.search(text) or _JINJA_CALL.search(text))
-
-
-def read_source(tc: TemplateConfig) -> str:
-    """The template's text: its source file or its inline contents."""
-    if tc.source is None:
-        return tc.contents or ""
-    try:
-        with open(tc.source, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise TemplateError(
-            f"{tc.origin}: source {tc.source!r} does not exist; check the path"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TemplateError(f"{tc.origin}: cannot read source {tc.source!r}: {exc}") from exc
 
 
 def _suggest(name: str, candidates: list[str]) -> str:
@@ -161,8 +154,10 @@ class GoCompiledTemplate:
         funcs: Mapping[str, Callable[..., Any]],
         options: Options,
         missing_key_error: bool,
+        text: str = "",
     ) -> None:
         self.name = name
+        self.text = text  # the source, as compiled
         self._template = template
         self._funcs = funcs
         self._options = options
@@ -272,17 +267,11 @@ class GoTemplateEngine:
                 name,
                 JINJA_SYNTAX_HINT,
             )
-        sandbox = os.path.realpath(tc.sandbox_path) if tc.sandbox_path else None
         return GoCompiledTemplate(
             name,
             template,
             funcs,
-            Options(
-                sandbox=sandbox,
-                dry=self._config.dry,
-                timeout=tc.execution_timeout,
-                max_size=tc.execution_max_size,
-                plugin_max_output=tc.plugin_max_output,
-            ),
+            options_for(tc, dry=self._config.dry),
             tc.error_on_missing_key,
+            text,
         )

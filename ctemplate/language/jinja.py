@@ -35,7 +35,16 @@ from ..config import Config, TemplateConfig
 from ..errors import CtemplateError, TemplateError
 from ..paths import read_in_sandbox
 from . import budget
-from .execution import BudgetExceeded, Execution, Options, Pass, check_budget, current
+from .execution import (
+    BudgetExceeded,
+    Execution,
+    Options,
+    Pass,
+    check_budget,
+    current,
+    options_for,
+    read_source,
+)
 from .registry import REGISTRY
 from .sandbox import SandboxedEnvironment
 
@@ -263,8 +272,11 @@ _PY_CALL = re.compile(r"^([\w.]+)\(\)")
 class CompiledTemplate:
     syntax = "jinja"
 
-    def __init__(self, name: str, template: jinja2.Template, options: Options) -> None:
+    def __init__(
+        self, name: str, template: jinja2.Template, options: Options, text: str = ""
+    ) -> None:
         self.name = name
+        self.text = text  # the source, as compiled
         self._template = template
         self._options = options
 
@@ -442,22 +454,9 @@ class TemplateEngine:
     def load(self, tc: TemplateConfig) -> CompiledTemplate:
         """Compile a template; a missing file or a syntax error is a TemplateError."""
         name = self.source_name(tc)
-        if tc.source is not None:
-            try:
-                with open(tc.source, encoding="utf-8") as f:
-                    text = f.read()
-            except FileNotFoundError:
-                raise TemplateError(
-                    f"{tc.origin}: source {tc.source!r} does not exist; check the path"
-                ) from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise TemplateError(
-                    f"{tc.origin}: cannot read source {tc.source!r}: {exc}"
-                ) from exc
-        else:
-            text = tc.contents or ""
-        sandbox_path = tc.sandbox_path
-        sandbox = os.path.realpath(sandbox_path) if sandbox_path else None
+        text = read_source(tc)
+        options = options_for(tc, dry=self._config.dry)
+        sandbox = options.sandbox
         env = self._environment(tc, sandbox)
         try:
             code = env.compile(text, name=name, filename=name)
@@ -466,11 +465,4 @@ class TemplateEngine:
             message += _go_hint(text, exc.lineno or 0)
             raise TemplateError(f"{name}:{exc.lineno}: syntax error: {message}") from exc
         template = env.template_class.from_code(env, code, env.make_globals(None))
-        options = Options(
-            sandbox=sandbox,
-            dry=self._config.dry,
-            timeout=tc.execution_timeout,
-            max_size=tc.execution_max_size,
-            plugin_max_output=tc.plugin_max_output,
-        )
-        return CompiledTemplate(name, template, options)
+        return CompiledTemplate(name, template, options, text)

@@ -160,7 +160,6 @@ class _Template:
     wake_publisher: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
     publishes: int = 0
-    became_leader: int = 0
 
     @property
     def lock(self) -> str:
@@ -220,9 +219,10 @@ class Dedup:
         t.pending = values
         t.wake_publisher.set()
 
-    def stats(self) -> dict[str, tuple[Role, int, int]]:
-        """Per template id: role, payloads published, times it became leader."""
-        return {tid: (t.role, t.publishes, t.became_leader) for tid, t in self._templates.items()}
+    def publishes(self, tid: str) -> int:
+        """Payloads this instance published as the template's leader."""
+        t = self._templates.get(tid)
+        return t.publishes if t else 0
 
     def sync(self, ids: set[str]) -> None:
         """Take part in the elections of exactly these templates."""
@@ -239,9 +239,6 @@ class Dedup:
                 asyncio.create_task(self._follow(t), name=f"dedup data {tid[:12]}"),
                 asyncio.create_task(self._publisher(t), name=f"dedup publish {tid[:12]}"),
             ]
-
-    def start(self) -> None:
-        """Nothing to do yet: a session is created only when a lock is free to take."""
 
     async def stop(self) -> None:
         """Give up every lock at once (destroying the session deletes the lock keys), so another
@@ -338,14 +335,12 @@ class Dedup:
         before, t.role = t.role, role
         if role == "leader":
             t.not_leader.clear()
-        else:
-            t.not_leader.set()
-        if role == "leader":
-            t.became_leader += 1
             t.values = None
             log.info("(dedup) %s: leader: this instance reads Consul for it", t.id[:12])
-        elif before == "leader":
-            log.info("(dedup) %s: follower: another instance leads it", t.id[:12])
+        else:
+            t.not_leader.set()
+            if before == "leader":
+                log.info("(dedup) %s: follower: another instance leads it", t.id[:12])
         self._on_role(t.id)
 
     # --- the lock ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from app_instances import deregister, register_app_instances
 from consul_harness import REPO_ROOT, ConsulAgent
 from ctemplate_proc import run_ctemplate
 
@@ -39,32 +40,11 @@ def instances(consul: ConsulAgent, unique: str) -> Iterator[str]:
     address (no service address) with an ID that HAProxy cannot use as a name. Left out:
     a critical one, one tagged staging only, and one whose address would inject directives.
     """
-    name = f"app-{unique}"
-    specs = [
-        ("a-1", "10.0.0.11", 3001, ("production",), "passing"),
-        ("a-2", "10.0.0.12", 3002, ("production",), "critical"),
-        ("a-3", "fd00::13", 3003, ("production", "v2"), "passing"),
-        ("a-4", "10.0.0.14; } server { listen 80", 3004, ("production",), "passing"),
-        ("a-5", "10.0.0.15", 3005, ("staging",), "passing"),
-        ("a 6@x", None, 3006, ("production",), "passing"),
-    ]
-    ids = []
-    for suffix, address, port, tags, status in specs:
-        sid = f"{name}-{suffix}"
-        ids.append(sid)
-        consul.register_service(
-            name,
-            id=sid,
-            port=port,
-            address=address,
-            tags=tags,
-            check={"CheckID": f"{sid}-ttl", "TTL": "10m", "Status": status},
-        )
+    name, ids = register_app_instances(consul, unique)
     try:
         yield name
     finally:
-        for sid in ids:
-            consul.request("PUT", f"/v1/agent/service/deregister/{sid}")
+        deregister(consul, ids)
 
 
 def test_haproxy_backend(

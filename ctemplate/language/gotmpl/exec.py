@@ -881,8 +881,7 @@ def _and_or(is_or: bool, name: str) -> _BuiltinCmd:
         argfs: tuple[Expr, ...],
         final: Any,
     ) -> Any:
-        if not argfs and final is _MISSING:
-            raise st.fail(ident, f"wrong number of args for {name}: want at least 1 got 0")
+        _require_one(st, ident, name, argfs, final)
         v: Any = NO_VALUE
         for f in argfs:
             v = f(st, dot)
@@ -893,6 +892,21 @@ def _and_or(is_or: bool, name: str) -> _BuiltinCmd:
         return v
 
     return run
+
+
+def _evaluated(st: _State, dot: Any, argfs: tuple[Expr, ...], final: Any) -> list[Any]:
+    """A command's arguments evaluated in order, the piped value (if any) last."""
+    args = [f(st, dot) for f in argfs]
+    if final is not _MISSING:
+        args.append(final)
+    return args
+
+
+def _require_one(
+    st: _State, ident: IdentifierNode, name: str, argfs: tuple[Expr, ...], final: Any
+) -> None:
+    if not argfs and final is _MISSING:
+        raise st.fail(ident, f"wrong number of args for {name}: want at least 1 got 0")
 
 
 def _simple(
@@ -915,9 +929,7 @@ def _simple(
             raise st.fail(ident, f"wrong number of args for {name}: want {lo} got {n}")
         if hi is not None and n > hi:
             raise st.fail(ident, f"wrong number of args for {name}: want {hi} got {n}")
-        args = [f(st, dot) for f in argfs]
-        if final is not _MISSING:
-            args.append(final)
+        args = _evaluated(st, dot, argfs, final)
         if not nil_args:
             args = [None if a is NO_VALUE else a for a in args]
         try:
@@ -938,11 +950,8 @@ def _call_builtin(
     argfs: tuple[Expr, ...],
     final: Any,
 ) -> Any:
-    if not argfs and final is _MISSING:
-        raise st.fail(ident, "wrong number of args for call: want at least 1 got 0")
-    args = [f(st, dot) for f in argfs]
-    if final is not _MISSING:
-        args.append(final)
+    _require_one(st, ident, "call", argfs, final)
+    args = _evaluated(st, dot, argfs, final)
     fn, rest = args[0], args[1:]
     callee = str(cmd.args[1]) if len(cmd.args) > 1 else f"<{type_name(fn)} Value>"
     if fn is None or fn is NO_VALUE:
@@ -963,11 +972,8 @@ def _printf(
     argfs: tuple[Expr, ...],
     final: Any,
 ) -> Any:
-    if not argfs and final is _MISSING:
-        raise st.fail(ident, "wrong number of args for printf: want at least 1 got 0")
-    args = [f(st, dot) for f in argfs]
-    if final is not _MISSING:
-        args.append(final)
+    _require_one(st, ident, "printf", argfs, final)
+    args = _evaluated(st, dot, argfs, final)
     fmt = args[0]
     if not isinstance(fmt, str):
         first = cmd.args[1] if len(cmd.args) > 1 else cmd
