@@ -43,6 +43,7 @@ class _Fault:
     blocking: bool = False
     status: int = 500
     delay: float = 1.0
+    only: str = ""  # fire only on requests whose target contains this ("": any)
 
 
 class FaultProxy(Relay):
@@ -62,11 +63,12 @@ class FaultProxy(Relay):
         blocking: bool = False,
         status: int = 500,
         delay: float = 1.0,
+        only: str = "",
     ) -> None:
         if action not in ("status", "slow", "reset", "hang", "trickle"):
             raise ValueError(action)
         with self._lock:
-            self._faults.append(_Fault(action, count, blocking, status, delay))
+            self._faults.append(_Fault(action, count, blocking, status, delay, only))
 
     def clear(self) -> None:
         with self._lock:
@@ -88,6 +90,8 @@ class FaultProxy(Relay):
         with self._lock:
             for fault in self._faults:
                 if fault.blocking and not blocking:
+                    continue
+                if fault.only and fault.only not in target:
                     continue
                 fault.count -= 1
                 if fault.count <= 0:

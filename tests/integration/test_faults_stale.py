@@ -95,6 +95,28 @@ def test_one_failing_query_is_named_and_logged_once(consul, unique, tmp_path):
     assert not bad_out.exists()
 
 
+def test_once_timeout_names_the_failing_query(consul, unique, tmp_path):
+    """Promise: -once -once-timeout names a query that keeps failing (with its error) while
+    the agent answers the others, and does not call Consul unreachable."""
+    consul.put_kv(f"{unique}/x", "1")
+    src, out = tmp_path / "t.j2", tmp_path / "t.out"
+    src.write_text(f'x={{{{ key("{unique}/x") }}}}\n{{{{ service("web-{unique}") | length }}}}\n')
+    with FaultProxy(consul.http_addr) as proxy:
+        # Every read of that one service fails with a 500; the key's reads go through.
+        proxy.inject("status", count=10_000, only=f"/v1/health/service/web-{unique}")
+        args = ["-consul-addr", proxy.addr, "-template", f"{src}:{out}"]
+        result = run_ctemplate([*args, "-once", "-once-timeout", "3s"], timeout=30)
+    assert result.returncode == 14, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    query = f"health.service(web-{unique}|passing)"
+    assert last.startswith(
+        f"ctemplate: error: -once-timeout: gave up after 3s; still waiting for {out} ({query}); "
+        f"failing: {query}: GET /v1/health/service/web-{unique}: Consul answered 500"
+    ), last
+    assert "unreachable" not in last, last
+    assert not out.exists()
+
+
 def test_once_names_the_failing_query(consul, unique, tmp_path):
     """Promise: -once names a query that keeps failing (with its error) while the agent answers
     the others, and does not call Consul unreachable. A datacenter Consul does not know is not
