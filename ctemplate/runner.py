@@ -277,7 +277,13 @@ class Runner:
 
     def _sync_dedup(self) -> None:
         if self._dedup is not None:
-            self._dedup.sync({u.dedup_id for u in self._units if u.dedup_id})
+            self._dedup.sync(
+                {
+                    u.dedup_id: f"{u.name} (dedup {u.dedup_id[:12]})"
+                    for u in self._units
+                    if u.dedup_id
+                }
+            )
 
     def _on_dedup(self, tid: str) -> None:
         """Shared data arrived for a template, or its de-duplication role changed."""

@@ -150,6 +150,7 @@ def decode_payload(data: bytes) -> dict[str, Any]:
 class _Template:
     id: str
     base: str  # "<prefix><id>/"
+    name: str  # the template, for messages: "upstream.conf.j2 (dedup 1c9c3bd7df1a)"
     role: Role = "starting"
     values: dict[str, Any] | None = None  # follower: the published data last applied
     applied_index: int = 0  # ModifyIndex of the data key last applied
@@ -224,14 +225,14 @@ class Dedup:
         t = self._templates.get(tid)
         return t.publishes if t else 0
 
-    def sync(self, ids: set[str]) -> None:
+    def sync(self, ids: Mapping[str, str]) -> None:
         """Take part in the elections of exactly these templates."""
         for tid in list(self._templates):
             if tid not in ids:
                 for task in self._templates.pop(tid).tasks:
                     task.cancel()
-        for tid in ids - set(self._templates):
-            t = _Template(tid, f"{self._config.prefix}{tid}/")
+        for tid in ids.keys() - self._templates.keys():
+            t = _Template(tid, f"{self._config.prefix}{tid}/", ids[tid])
             t.not_leader.set()
             self._templates[tid] = t
             t.tasks = [
@@ -336,11 +337,11 @@ class Dedup:
         if role == "leader":
             t.not_leader.clear()
             t.values = None
-            log.info("(dedup) %s: leader: this instance reads Consul for it", t.id[:12])
+            log.info("(dedup) %s: leader: this instance reads Consul for it", t.name)
         else:
             t.not_leader.set()
             if before == "leader":
-                log.info("(dedup) %s: follower: another instance leads it", t.id[:12])
+                log.info("(dedup) %s: follower: another instance leads it", t.name)
         self._on_role(t.id)
 
     # --- the lock ------------------------------------------------------------------------------
@@ -382,7 +383,7 @@ class Dedup:
                     await asyncio.sleep(_LOCK_DELAY_RETRY)
                     index = 0
             except ConsulError as exc:
-                log.debug("(dedup) %s: lock: %s", t.id[:12], exc)
+                log.debug("(dedup) %s: lock: %s", t.name, exc)
                 index = 0
                 await asyncio.sleep(_RETRY)
 
@@ -408,14 +409,14 @@ class Dedup:
             try:
                 data, digest = encode_payload(values)
             except (TypeError, ValueError) as exc:
-                log.error("(dedup) %s: cannot publish this data: %s", t.id[:12], exc)
+                log.error("(dedup) %s: cannot publish this data: %s", t.name, exc)
                 continue
             if digest == t.published:
                 continue
             try:
                 await self._write_payload(t, data, digest)
             except ConsulError as exc:
-                log.warning("(dedup) %s: publishing failed, retrying: %s", t.id[:12], exc)
+                log.warning("(dedup) %s: publishing failed, retrying: %s", t.name, exc)
                 if t.pending is None:
                     t.pending = values
                 await asyncio.sleep(_RETRY)
@@ -445,15 +446,13 @@ class Dedup:
             ok=(200, 409),
         )
         if status == 409:  # the lock is not ours any more: someone else publishes now
-            log.info("(dedup) %s: lost the lock while publishing; not published", t.id[:12])
+            log.info("(dedup) %s: lost the lock while publishing; not published", t.name)
             self._set_role(t, "follower")
             return
         t.published = digest
         t.published_chunks = int(header["chunks"])
         t.publishes += 1
-        log.debug(
-            "(dedup) %s: published %d bytes (%d compressed)", t.id[:12], len(data), len(packed)
-        )
+        log.debug("(dedup) %s: published %d bytes (%d compressed)", t.name, len(data), len(packed))
         if old_chunks and old != digest:  # the chunks of the previous version
             with contextlib.suppress(ConsulError):
                 await self._client.write("DELETE", f"/v1/kv/{t.base}chunks/{old}", {"recurse": ""})
@@ -493,11 +492,11 @@ class Dedup:
                 t.applied_index = modified
                 self._on_data(t.id)
             except ConsulError as exc:
-                log.debug("(dedup) %s: data: %s", t.id[:12], exc)
+                log.debug("(dedup) %s: data: %s", t.name, exc)
                 index = 0
                 await asyncio.sleep(_RETRY)
             except (ValueError, TypeError, KeyError, zlib.error) as exc:
-                log.warning("(dedup) %s: unreadable shared data, ignored: %s", t.id[:12], exc)
+                log.warning("(dedup) %s: unreadable shared data, ignored: %s", t.name, exc)
                 await asyncio.sleep(_RETRY)
 
     async def _read_payload(self, t: _Template, raw: bytes, stale: bool) -> dict[str, Any] | None:
