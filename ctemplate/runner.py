@@ -1033,7 +1033,13 @@ class Runner:
         if unit.dedup_id is None or self._dedup is None:
             return {}
         tid = unit.dedup_id
-        return {"dedup_role": self._dedup.role(tid), "dedup_publishes": self._dedup.publishes(tid)}
+        deltas, reads = self._dedup.follower_counts(tid)
+        return {
+            "dedup_role": self._dedup.role(tid),
+            "dedup_publishes": self._dedup.publishes(tid),
+            "dedup_deltas": deltas,
+            "dedup_reads": reads,
+        }
 
     def _snapshot(self) -> status.Snapshot:
         from . import status

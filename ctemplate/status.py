@@ -74,6 +74,8 @@ class TemplateState:
     # De-duplication (deduplicate { enabled = true }): leader | follower | starting; "" = off.
     dedup_role: str = ""
     dedup_publishes: int = 0  # payloads this instance published as the leader
+    dedup_deltas: int = 0  # follower: versions rebuilt from an announcement alone
+    dedup_reads: int = 0  # follower: versions read from the KV store
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +324,17 @@ def metrics(snap: Snapshot) -> str:
             [
                 (f'{{destination="{_label(t.destination)}"}}', t.dedup_publishes)
                 for t in deduplicated
+            ],
+        )
+        family(
+            "dedup_received_total",
+            "counter",
+            "Versions of the shared data a follower applied, by how they came: rebuilt from the "
+            "announcement's difference (no request to the servers) or read from the KV store.",
+            [
+                (f'{{destination="{_label(t.destination)}",via="{via}"}}', count)
+                for t in deduplicated
+                for via, count in (("event", t.dedup_deltas), ("kv", t.dedup_reads))
             ],
         )
     if snap.execs:

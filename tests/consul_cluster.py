@@ -176,10 +176,17 @@ class ClusterServer:
 class ConsulCluster:
     """Three Consul servers on 127.0.0.1-3, each with its own ports and data directory."""
 
-    def __init__(self, binary: str, ips: tuple[str, ...] = ("127.0.0.1", "127.0.0.2", "127.0.0.3")):
+    def __init__(
+        self,
+        binary: str,
+        ips: tuple[str, ...] = ("127.0.0.1", "127.0.0.2", "127.0.0.3"),
+        *,
+        server_hcl: tuple[str, ...] = (),
+    ):
         self._root = Path(tempfile.mkdtemp(prefix="ctemplate-cluster-"))
         self.servers = [
-            ClusterServer(binary, f"server{i}", ip, self._root) for i, ip in enumerate(ips, 1)
+            ClusterServer(binary, f"server{i}", ip, self._root, extra_hcl=server_hcl)
+            for i, ip in enumerate(ips, 1)
         ]
         self.clients: list[ClusterServer] = []
 

@@ -4,9 +4,9 @@ When the same template runs on many hosts, each host would hold the same blockin
 the Consul servers' load would grow with the fleet. With ``deduplicate { enabled = true }`` the
 instances elect one *leader* per template through a Consul lock; the leader watches the
 template's queries as usual and publishes, in the KV store, the data it rendered from; every
-other instance (a *follower*) holds one blocking read on that published data and renders from
-it, exactly as the leader does. Host-local inputs (``env``, ``file``, ``node()`` of the local
-agent, ``caLeaf``'s private keys) are never published: each host reads its own.
+other instance (a *follower*) learns of each new version from a user event (below) and renders
+from it, exactly as the leader does. Host-local inputs (``env``, ``file``, ``node()`` of the
+local agent, ``caLeaf``'s private keys) are never published: each host reads its own.
 
 Keys, under ``prefix`` (default ``ctemplate/dedup/``) and the template's id::
 
@@ -25,6 +25,18 @@ The template's id is a hash of what decides which queries it makes and how: its 
 delimiters. Not its source path, destination, command or permissions, so hosts that write the
 file to different places share the work.
 
+Each new payload is announced with a Consul user event named ``ctemplate-dedup-<12 hex>`` (a hash
+of the prefix and the id). Events travel by gossip to every agent, and followers wait for them
+with a blocking read of their own agent's event list, which the agent answers itself: between
+changes a follower costs the servers nothing but its lock watch. When the change is small (up to
+about 270 compressed bytes: a check flips, an instance comes or goes) the event carries it as a
+difference from the previous payload (:mod:`.delta`); the follower applies it and checks the
+result against the new hash, again without a request to the servers. Otherwise, or when the
+difference does not fit what the follower holds, it reads the data key once. The event is
+authenticated with an HMAC keyed by the previous payload's full hash (known only to those who
+could read the data), and every follower also reads the data key once per ``block_query_wait``
+without events, so a lost or forged event costs at most a read, never a wrong file.
+
 One Consul session per process (TTL ``ttl``, ``Behavior = "delete"``, lock delay 1 ms), held only
 while the process leads a template or tries to take a free lock (a follower of everything renews
 nothing), renewed at half the TTL. Consul may take up to twice the TTL to invalidate
@@ -39,6 +51,7 @@ import base64
 import contextlib
 import dataclasses
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -54,6 +67,7 @@ from ..consul import records
 from ..consul.client import ConsulClient
 from ..consul.queries import AgentSelfQuery, ConnectCALeafQuery, FileQuery, Query
 from ..errors import ConsulError
+from . import delta
 
 __all__ = ["Dedup", "decode_payload", "encode_payload", "shareable", "template_id"]
 
@@ -63,6 +77,16 @@ MAGIC = b"CTD1 "
 CHUNK_SIZE = 400 * 1024  # Consul refuses values over 512 KiB
 _RETRY = 2.0  # seconds between attempts after a failed request
 _LOCK_DELAY_RETRY = 0.5  # seconds, when the lock is free but Consul's lock delay refuses it
+_ANNOUNCED_WAIT = 10.0  # seconds to wait for an announced version on a lagging server
+EVENT_MAGIC = b"CTE1"
+# Consul refuses a user event whose name, payload and envelope pass 512 bytes; with the 28
+# characters of the name a payload of ~350 bytes still goes: keep a margin.
+EVENT_PAYLOAD_MAX = 320
+_EVENT_HEADER = len(EVENT_MAGIC) + 16 + 8  # magic, the new hash's first 16 bytes, ModifyIndex
+_EVENT_MAC = 16
+_ZDICT = 32 * 1024  # zlib's window: the previous payload's tail is the delta's dictionary
+_DELTA_MAX_TEXT = 64 * 1024  # differences larger than this are not worth compressing
+_DELTA_MAX_OUT = 8 * 1024 * 1024  # a decompressed difference past this is refused
 
 Role = str  # "starting" | "leader" | "follower"
 
@@ -129,18 +153,107 @@ def _decode(value: Any) -> Any:
     return cls(**{k: _decode(v) for k, v in value["f"].items()})
 
 
+def payload_body(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` as a JSON document (records tagged with their type)."""
+    return {"v": 1, "values": {k: _encode(v) for k, v in values.items()}}
+
+
+def canonical(body: Any) -> bytes:
+    """The one byte form of a JSON document (sorted keys, no spaces): what the hash covers."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def encode_payload(values: Mapping[str, Any]) -> tuple[bytes, str]:
     """The JSON bytes of ``values`` (stable: sorted keys) and their SHA-256 hex digest."""
-    body = {"v": 1, "values": {k: _encode(v) for k, v in values.items()}}
-    data = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    data = canonical(payload_body(values))
     return data, hashlib.sha256(data).hexdigest()
 
 
-def decode_payload(data: bytes) -> dict[str, Any]:
-    body = json.loads(data)
-    if not isinstance(body, dict) or body.get("v") != 1:
+def body_values(body: Any) -> dict[str, Any]:
+    """The values a payload document holds, read back into ctemplate's records."""
+    if not isinstance(body, dict) or body.get("v") != 1 or not isinstance(body.get("values"), dict):
         raise ValueError("not a version 1 payload")
     return {k: _decode(v) for k, v in body["values"].items()}
+
+
+def decode_payload(data: bytes) -> dict[str, Any]:
+    return body_values(json.loads(data))
+
+
+def event_name(prefix: str, tid: str) -> str:
+    """The user event that announces a template's payloads."""
+    return "ctemplate-dedup-" + hashlib.sha256(f"{prefix}\0{tid}".encode()).hexdigest()[:12]
+
+
+def encode_event(
+    digest: str, index: int, prev_digest: str, prev_raw: bytes, prev_body: Any, body: Any
+) -> bytes:
+    """The announcement of payload ``digest`` (written at ``index``): with the difference from
+    the previous payload when there is one and it fits, else only the hash and the index."""
+    packed = b""
+    if prev_body is not None and prev_digest and prev_raw:
+        text = json.dumps(delta.diff(prev_body, body), separators=(",", ":"), ensure_ascii=False)
+        if len(text) <= _DELTA_MAX_TEXT:
+            z = zlib.compressobj(9, zdict=prev_raw[-_ZDICT:])
+            packed = z.compress(text.encode()) + z.flush()
+            if _EVENT_HEADER + _EVENT_MAC + len(packed) > EVENT_PAYLOAD_MAX:
+                packed = b""
+    header = EVENT_MAGIC + bytes.fromhex(digest)[:16] + index.to_bytes(8, "big")
+    return header + _mac(prev_digest, header + packed) + packed
+
+
+def _mac(key_digest: str, message: bytes) -> bytes:
+    if not key_digest:
+        return bytes(_EVENT_MAC)
+    return hmac.new(bytes.fromhex(key_digest), message, "sha256").digest()[:_EVENT_MAC]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Announcement:
+    """A decoded event: the new payload's hash prefix, its ModifyIndex, MAC and difference."""
+
+    digest16: bytes
+    index: int
+    mac: bytes
+    packed: bytes
+    signed: bytes
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Announcement | None:
+        if len(payload) < _EVENT_HEADER + _EVENT_MAC or not payload.startswith(EVENT_MAGIC):
+            return None
+        m = len(EVENT_MAGIC)
+        header = payload[:_EVENT_HEADER]
+        packed = payload[_EVENT_HEADER + _EVENT_MAC :]
+        return cls(
+            digest16=payload[m : m + 16],
+            index=int.from_bytes(payload[m + 16 : _EVENT_HEADER], "big"),
+            mac=payload[_EVENT_HEADER : _EVENT_HEADER + _EVENT_MAC],
+            packed=packed,
+            signed=header + packed,
+        )
+
+    def apply(self, digest: str, raw: bytes, body: Any) -> tuple[Any, bytes, str] | None:
+        """The payload this announcement leads to from the one held (``digest``, its bytes
+        ``raw`` and document ``body``, which may be changed in place), or None when it does not
+        lead there from it (another base, a bad MAC, a difference that does not fit)."""
+        if not self.packed or not digest or not raw or body is None:
+            return None
+        if not hmac.compare_digest(_mac(digest, self.signed), self.mac):
+            return None
+        try:
+            z = zlib.decompressobj(zdict=raw[-_ZDICT:])
+            text = z.decompress(self.packed, _DELTA_MAX_OUT)
+            if z.unconsumed_tail or not z.eof:
+                return None
+            new_body = delta.apply(body, json.loads(text))
+        except (zlib.error, ValueError, TypeError, RecursionError):
+            return None
+        data = canonical(new_body)
+        new_digest = hashlib.sha256(data).hexdigest()
+        if bytes.fromhex(new_digest)[:16] != self.digest16:
+            return None
+        return new_body, data, new_digest
 
 
 # --- one template's election and data ----------------------------------------------------------
@@ -151,16 +264,25 @@ class _Template:
     id: str
     base: str  # "<prefix><id>/"
     name: str  # the template, for messages: "upstream.conf.j2 (dedup 1c9c3bd7df1a)"
+    event: str  # the user event that announces its payloads
     role: Role = "starting"
     values: dict[str, Any] | None = None  # follower: the published data last applied
-    applied_index: int = 0  # ModifyIndex of the data key last applied
-    published: str = ""  # leader: hash of the payload now in the KV store
-    published_chunks: int = 0  # how many chunks that payload has (0: inline)
+    # The newest payload this instance knows to be published (the leader: what it wrote; a
+    # follower: what it applied): its hash, ModifyIndex, bytes and document, the base of the
+    # next difference. ``raw`` and ``body`` are empty when only the hash is known.
+    digest: str = ""
+    applied_index: int = 0
+    raw: bytes = b""
+    body: Any = None
+    published_chunks: int = 0  # how many chunks the published payload has (0: inline)
+    checked_at: float = 0.0  # when a follower last read the data key
     not_leader: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     pending: dict[str, Any] | None = None
     wake_publisher: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
     publishes: int = 0
+    deltas: int = 0  # follower: payloads rebuilt from an event's difference (no read)
+    reads: int = 0  # follower: payloads read from the data key
 
     @property
     def lock(self) -> str:
@@ -169,6 +291,9 @@ class _Template:
     @property
     def data(self) -> str:
         return f"{self.base}data"
+
+    def known(self, digest: str, index: int, raw: bytes, body: Any) -> None:
+        self.digest, self.applied_index, self.raw, self.body = digest, index, raw, body
 
 
 class Dedup:
@@ -225,6 +350,11 @@ class Dedup:
         t = self._templates.get(tid)
         return t.publishes if t else 0
 
+    def follower_counts(self, tid: str) -> tuple[int, int]:
+        """As a follower: payloads rebuilt from events alone, and payloads read from Consul."""
+        t = self._templates.get(tid)
+        return (t.deltas, t.reads) if t else (0, 0)
+
     def sync(self, ids: Mapping[str, str]) -> None:
         """Take part in the elections of exactly these templates."""
         for tid in list(self._templates):
@@ -232,7 +362,12 @@ class Dedup:
                 for task in self._templates.pop(tid).tasks:
                     task.cancel()
         for tid in ids.keys() - self._templates.keys():
-            t = _Template(tid, f"{self._config.prefix}{tid}/", ids[tid])
+            t = _Template(
+                tid,
+                f"{self._config.prefix}{tid}/",
+                ids[tid],
+                event_name(self._config.prefix, tid),
+            )
             t.not_leader.set()
             self._templates[tid] = t
             t.tasks = [
@@ -388,13 +523,17 @@ class Dedup:
                 await asyncio.sleep(_RETRY)
 
     async def _read_published(self, t: _Template) -> None:
-        """A new leader learns what is published, so it writes again only on a real change."""
+        """A new leader learns what is published, so it writes again only on a real change (and
+        can announce the next one as a difference when it followed this one)."""
         with contextlib.suppress(ConsulError, ValueError):
             resp = await self._client.get(f"/v1/kv/{t.data}")
             if resp.data:
-                raw = base64.b64decode(resp.data[0].get("Value") or "")
+                entry = resp.data[0]
+                raw = base64.b64decode(entry.get("Value") or "")
                 header = _header(raw)
-                t.published = str(header.get("hash", ""))
+                digest = str(header.get("hash", ""))
+                if digest != t.digest:
+                    t.known(digest, int(entry.get("ModifyIndex") or 0), b"", None)
                 t.published_chunks = int(header.get("chunks") or 0)
 
     # --- publishing (leader) ---------------------------------------------------------------------
@@ -407,14 +546,16 @@ class Dedup:
             if values is None or t.role != "leader":
                 continue
             try:
-                data, digest = encode_payload(values)
+                body = payload_body(values)
+                data = canonical(body)
             except (TypeError, ValueError) as exc:
                 log.error("(dedup) %s: cannot publish this data: %s", t.name, exc)
                 continue
-            if digest == t.published:
+            digest = hashlib.sha256(data).hexdigest()
+            if digest == t.digest:
                 continue
             try:
-                await self._write_payload(t, data, digest)
+                await self._write_payload(t, body, data, digest)
             except ConsulError as exc:
                 log.warning("(dedup) %s: publishing failed, retrying: %s", t.name, exc)
                 if t.pending is None:
@@ -422,9 +563,9 @@ class Dedup:
                 await asyncio.sleep(_RETRY)
                 t.wake_publisher.set()
 
-    async def _write_payload(self, t: _Template, data: bytes, digest: str) -> None:
+    async def _write_payload(self, t: _Template, body: Any, data: bytes, digest: str) -> None:
         packed = zlib.compress(data, 6)
-        old, old_chunks = t.published, t.published_chunks
+        old, old_chunks = t.digest, t.published_chunks
         header: dict[str, Any] = {"hash": digest, "size": len(data), "chunks": 0}
         inline = packed
         if len(MAGIC) + 200 + len(packed) > CHUNK_SIZE:
@@ -436,7 +577,7 @@ class Dedup:
             header["chunks"] = len(pieces)
             inline = b""
         value = MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + inline
-        status, _ = await self._client.write(
+        status, answer = await self._client.write(
             "PUT",
             "/v1/txn",
             json_body=[
@@ -449,57 +590,139 @@ class Dedup:
             log.info("(dedup) %s: lost the lock while publishing; not published", t.name)
             self._set_role(t, "follower")
             return
-        t.published = digest
+        index = _txn_index(answer)
+        prev = (t.digest, t.raw, t.body)
+        t.known(digest, index, data, body)
         t.published_chunks = int(header["chunks"])
         t.publishes += 1
         log.debug("(dedup) %s: published %d bytes (%d compressed)", t.name, len(data), len(packed))
+        await self._announce(t, encode_event(digest, index, *prev, body))
         if old_chunks and old != digest:  # the chunks of the previous version
             with contextlib.suppress(ConsulError):
                 await self._client.write("DELETE", f"/v1/kv/{t.base}chunks/{old}", {"recurse": ""})
 
+    async def _announce(self, t: _Template, payload: bytes) -> None:
+        """Fire the event that tells the followers; without the difference if Consul refuses it,
+        and again after a failure (followers that miss it read the data within
+        ``block_query_wait``)."""
+        for attempt in range(3):
+            try:
+                await self._client.write("PUT", f"/v1/event/fire/{t.event}", content=payload)
+                log.debug("(dedup) %s: announced (%d bytes)", t.name, len(payload))
+                return
+            except ConsulError as exc:
+                log.debug("(dedup) %s: announcing: %s", t.name, exc)
+                payload = payload[: _EVENT_HEADER + _EVENT_MAC]
+                if attempt < 2:
+                    await asyncio.sleep(_RETRY / 4)
+        log.warning(
+            "(dedup) %s: could not announce the new data; followers read it within %gs",
+            t.name,
+            self._config.block_query_wait,
+        )
+
     # --- reading (follower) -----------------------------------------------------------------------
 
     async def _follow(self, t: _Template) -> None:
-        index = 0
-        stale = self._config.max_stale > 0
+        """A follower waits for announcements on its own agent's event list (no request to the
+        servers), applies their differences, and reads the data key when one does not do."""
+        ev_index = 0
+        seen: dict[str, None] = {}  # event IDs handled, oldest first (the agent keeps 256)
+        wait = self._config.block_query_wait
         while True:
             try:
                 if t.role == "leader":  # the leader knows what it published
                     await t.not_leader.wait()
-                    index = 0
+                    continue
+                if t.values is None:  # nothing applied yet: wait for the first payload
+                    await self._read_data(t, first=True)
+                    continue
                 resp = await self._client.get(
-                    f"/v1/kv/{t.data}",
-                    index=index,
-                    wait=self._config.block_query_wait,
-                    stale=stale,
+                    "/v1/event/list", {"name": t.event}, index=ev_index, wait=wait
                 )
-                index = resp.index if resp.index >= index else 0
-                if t.role == "leader" or not resp.data:
-                    continue  # nothing published yet: keep what was applied, if anything
-                entry = resp.data[0]
-                modified = int(entry.get("ModifyIndex") or 0)
-                if modified <= t.applied_index:
-                    continue  # not newer than what was applied (a stale read of an older one)
-                raw = base64.b64decode(entry.get("Value") or "")
-                values = await self._read_payload(t, raw, stale)
-                if values is None:  # a newer version is being written: read the key again
-                    index = 0
-                    await asyncio.sleep(_LOCK_DELAY_RETRY)
-                    continue
-                if t.role == "leader":
-                    continue
-                t.values = values
-                t.applied_index = modified
-                self._on_data(t.id)
+                ev_index = resp.index
+                fresh = []
+                for ev in resp.data or []:
+                    eid = str(ev.get("ID") or "") if isinstance(ev, dict) else ""
+                    if eid and eid not in seen:
+                        seen[eid] = None
+                        payload = base64.b64decode(ev.get("Payload") or "")
+                        if (a := Announcement.parse(payload)) is not None:
+                            fresh.append(a)
+                while len(seen) > 512:
+                    del seen[next(iter(seen))]
+                for a in sorted(fresh, key=lambda a: a.index):
+                    if t.role != "leader":
+                        await self._on_announcement(t, a)
+                if not fresh and time.monotonic() - t.checked_at >= wait * 0.9:
+                    await self._read_data(t)  # what a lost event would have said
             except ConsulError as exc:
                 log.debug("(dedup) %s: data: %s", t.name, exc)
-                index = 0
+                ev_index = 0
                 await asyncio.sleep(_RETRY)
             except (ValueError, TypeError, KeyError, zlib.error) as exc:
                 log.warning("(dedup) %s: unreadable shared data, ignored: %s", t.name, exc)
+                t.checked_at = time.monotonic()
                 await asyncio.sleep(_RETRY)
 
-    async def _read_payload(self, t: _Template, raw: bytes, stale: bool) -> dict[str, Any] | None:
+    async def _on_announcement(self, t: _Template, a: Announcement) -> None:
+        if a.index <= t.applied_index or (t.digest and bytes.fromhex(t.digest)[:16] == a.digest16):
+            return  # older than, or the same as, what is applied
+        rebuilt = a.apply(t.digest, t.raw, t.body)
+        if rebuilt is None:
+            t.body = None if a.packed else t.body  # it may have been changed half way
+            await self._read_data(t, at_least=a.index)
+            return
+        body, data, digest = rebuilt
+        t.values = body_values(body)
+        t.known(digest, a.index, data, body)
+        t.deltas += 1
+        self._on_data(t.id)
+
+    async def _read_data(self, t: _Template, *, first: bool = False, at_least: int = 0) -> None:
+        """Read the data key and apply it if it is newer than what is applied. ``first``: block
+        until something is published; ``at_least``: an announced ModifyIndex to wait for (a
+        stale server may not have it yet)."""
+        stale = self._config.max_stale > 0
+        index = max(at_least - 1, 0)
+        if first and t.applied_index:  # not older than the version this instance last knew
+            index = max(index, t.applied_index - 1)
+        wait = self._config.block_query_wait if first else _ANNOUNCED_WAIT
+        while True:
+            resp = await self._client.get(f"/v1/kv/{t.data}", index=index, wait=wait, stale=stale)
+            t.checked_at = time.monotonic()
+            if t.role == "leader":
+                return
+            if not resp.data:
+                if first:  # nothing published yet: keep waiting
+                    index = resp.index if resp.index >= index else 0
+                    continue
+                return
+            entry = resp.data[0]
+            modified = int(entry.get("ModifyIndex") or 0)
+            if modified < t.applied_index or (modified == t.applied_index and not first):
+                if first:  # a stale read of an older version: wait for the one known
+                    index = max(index, t.applied_index - 1)
+                    continue
+                return  # not newer than what was applied (a stale read of an older one)
+            raw = base64.b64decode(entry.get("Value") or "")
+            read = await self._read_payload(t, raw, stale)
+            if read is None:  # a newer version is being written: read the key again
+                index = 0
+                await asyncio.sleep(_LOCK_DELAY_RETRY)
+                continue
+            if t.role == "leader":
+                return
+            values, body, data, digest = read
+            t.values = values
+            t.known(digest, modified, data, body)
+            t.reads += 1
+            self._on_data(t.id)
+            return
+
+    async def _read_payload(
+        self, t: _Template, raw: bytes, stale: bool
+    ) -> tuple[dict[str, Any], Any, bytes, str] | None:
         header = _header(raw)
         digest = str(header["hash"])
         count = int(header.get("chunks") or 0)
@@ -519,7 +742,16 @@ class Dedup:
             return None
         if hashlib.sha256(data).hexdigest() != digest:
             return None
-        return decode_payload(data)
+        body = json.loads(data)
+        return body_values(body), body, data, digest
+
+
+def _txn_index(answer: Any) -> int:
+    """The ModifyIndex a transaction's ``set`` got (its second result)."""
+    try:
+        return int(answer["Results"][1]["KV"]["ModifyIndex"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return 0
 
 
 def _header(raw: bytes) -> dict[str, Any]:

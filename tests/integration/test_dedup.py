@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import signal
 import threading
@@ -39,12 +40,17 @@ TEMPLATE = (
 
 
 class HealthCounter(Relay):
-    """A transparent proxy in front of one agent, counting the health reads of SERVICE."""
+    """A transparent proxy in front of one agent, counting the health reads of SERVICE, the
+    reads of the shared data and of the agent's event list (which the agent answers itself)."""
 
     def __init__(self, upstream: str, host: str) -> None:
         super().__init__(upstream, host=host)
         self.health_reads = 0
+        self.data_reads = 0
+        self.event_lists = 0
         self._needle = f"GET /v1/health/service/{SERVICE}".encode()
+        self._data = re.compile(rb"GET /v1/kv/ctemplate/dedup/[0-9a-f]+/data[? ]")
+        self._events = re.compile(rb"GET /v1/event/list\?")
         self._lock = threading.Lock()
 
     def tap(self, *, up: bool) -> Callable[[bytes], None]:
@@ -52,6 +58,8 @@ class HealthCounter(Relay):
             if up:
                 with self._lock:
                     self.health_reads += data.count(self._needle)
+                    self.data_reads += len(self._data.findall(data))
+                    self.event_lists += len(self._events.findall(data))
 
         return count
 
@@ -202,11 +210,20 @@ def test_one_instance_reads_consul_and_every_instance_follows_changes_and_takeov
         fleet.start(i)
     _all_show(fleet, versions[0], list(range(5)), timeout=60)
 
+    data_reads = [p.data_reads for p in fleet.proxies]
+    event_lists = [p.event_lists for p in fleet.proxies]
     for n in (3, 4, 5):  # three changes: every file follows
         versions.append(fleet.register(n))
         _all_show(fleet, versions[-1], list(range(5)), timeout=20)
     leader = _leader(fleet)  # exactly one instance ever read the service
     assert all(fleet.proxies[i].health_reads == 0 for i in range(5) if i != leader)
+    # The followers learnt each change from the leader's announcement, gossiped to their own
+    # agents (whose event lists they read), and rebuilt it from the difference it carried:
+    # not one of them read the shared data from the servers.
+    for i in range(5):
+        if i != leader:
+            assert fleet.proxies[i].data_reads == data_reads[i], f"{i}\n{fleet.logs()}"
+            assert fleet.proxies[i].event_lists >= event_lists[i] + 3, f"{i}\n{fleet.logs()}"
     # Nothing shared that is host-local, and the published data is the service's.
     keys = fleet.cluster.servers[0].http.get("/v1/kv/ctemplate/dedup/", params={"keys": ""})
     assert sorted(k.rsplit("/", 1)[1] for k in keys.json()) == ["data", "lock"]
