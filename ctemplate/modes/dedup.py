@@ -275,12 +275,14 @@ class _Template:
     raw: bytes = b""
     body: Any = None
     published_chunks: int = 0  # how many chunks the published payload has (0: inline)
-    checked_at: float = 0.0  # when a follower last read the data key
+    checked_at: float = 0.0  # when a follower last read the data key or applied a difference
     not_leader: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     pending: dict[str, Any] | None = None
     wake_publisher: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
     publishes: int = 0
+    no_events: bool = False  # follower: the token may not read events: follow the data key
+    missed: int = 0  # follower: versions in a row found by a check, not announced
     deltas: int = 0  # follower: payloads rebuilt from an event's difference (no read)
     reads: int = 0  # follower: payloads read from the data key
 
@@ -611,6 +613,16 @@ class Dedup:
                 log.debug("(dedup) %s: announced (%d bytes)", t.name, len(payload))
                 return
             except ConsulError as exc:
+                if exc.status == 403:
+                    log.warning(
+                        "(dedup) %s: the ACL token may not fire the event %s, so followers "
+                        'see changes late; grant event_prefix "ctemplate-dedup-" { policy = '
+                        '"write" }: %s',
+                        t.name,
+                        t.event,
+                        exc,
+                    )
+                    return
                 log.debug("(dedup) %s: announcing: %s", t.name, exc)
                 payload = payload[: _EVENT_HEADER + _EVENT_MAC]
                 if attempt < 2:
@@ -635,11 +647,27 @@ class Dedup:
                     await t.not_leader.wait()
                     continue
                 if t.values is None:  # nothing applied yet: wait for the first payload
-                    await self._read_data(t, first=True)
+                    await self._read_data(t, "first")
                     continue
-                resp = await self._client.get(
-                    "/v1/event/list", {"name": t.event}, index=ev_index, wait=wait
-                )
+                if t.no_events:  # the token may not read events: a blocking read of the data
+                    await self._read_data(t, "newer")
+                    continue
+                try:
+                    resp = await self._client.get(
+                        "/v1/event/list", {"name": t.event}, index=ev_index, wait=wait
+                    )
+                except ConsulError as exc:
+                    if exc.status != 403:
+                        raise
+                    log.warning(
+                        "(dedup) %s: the ACL token may not read the event %s, so this follower "
+                        "reads the shared data on every change; grant it "
+                        'event_prefix "ctemplate-dedup-" { policy = "read" }',
+                        t.name,
+                        t.event,
+                    )
+                    t.no_events = True
+                    continue
                 ev_index = resp.index
                 fresh = []
                 for ev in resp.data or []:
@@ -654,8 +682,22 @@ class Dedup:
                 for a in sorted(fresh, key=lambda a: a.index):
                     if t.role != "leader":
                         await self._on_announcement(t, a)
-                if not fresh and time.monotonic() - t.checked_at >= wait * 0.9:
-                    await self._read_data(t)  # what a lost event would have said
+                if fresh:
+                    t.missed = 0
+                elif time.monotonic() - t.checked_at >= wait * 0.9 and await self._read_data(t):
+                    # A version came that no announcement told of: events lost, or filtered
+                    # out by the ACL (Consul drops the events a token may not read).
+                    t.missed += 1
+                    if t.missed >= 2:
+                        log.warning(
+                            "(dedup) %s: no announcement reached this follower for the last "
+                            "%d versions, so it now reads the shared data on every change; if "
+                            'ACLs are on, grant event_prefix "ctemplate-dedup-" { policy = '
+                            '"read" }',
+                            t.name,
+                            t.missed,
+                        )
+                        t.no_events = True
             except ConsulError as exc:
                 log.debug("(dedup) %s: data: %s", t.name, exc)
                 ev_index = 0
@@ -676,35 +718,45 @@ class Dedup:
         body, data, digest = rebuilt
         t.values = body_values(body)
         t.known(digest, a.index, data, body)
+        t.checked_at = time.monotonic()  # in step with the leader as of now
         t.deltas += 1
         self._on_data(t.id)
 
-    async def _read_data(self, t: _Template, *, first: bool = False, at_least: int = 0) -> None:
-        """Read the data key and apply it if it is newer than what is applied. ``first``: block
-        until something is published; ``at_least``: an announced ModifyIndex to wait for (a
-        stale server may not have it yet)."""
+    async def _read_data(self, t: _Template, mode: str = "check", *, at_least: int = 0) -> bool:
+        """Read the data key and apply it if it is newer than what is applied.
+
+        ``first``: nothing is applied (a start, or a leader that became a follower): wait until
+        something is published, not older than the version this instance last knew. ``newer``:
+        wait up to ``block_query_wait`` for a version newer than the applied one (how a follower
+        that may not read events follows). ``check``: one read; with ``at_least``, wait a little
+        for that announced ModifyIndex (a stale server may not have it yet). True when a newer
+        version was applied.
+        """
         stale = self._config.max_stale > 0
-        index = max(at_least - 1, 0)
-        if first and t.applied_index:  # not older than the version this instance last knew
-            index = max(index, t.applied_index - 1)
-        wait = self._config.block_query_wait if first else _ANNOUNCED_WAIT
+        wait = self._config.block_query_wait
+        if mode == "first":
+            index = max(t.applied_index - 1, 0)
+        elif mode == "newer":
+            index = t.applied_index
+        else:
+            index, wait = max(at_least - 1, 0), _ANNOUNCED_WAIT
         while True:
             resp = await self._client.get(f"/v1/kv/{t.data}", index=index, wait=wait, stale=stale)
             t.checked_at = time.monotonic()
             if t.role == "leader":
-                return
+                return False
             if not resp.data:
-                if first:  # nothing published yet: keep waiting
+                if mode != "check":  # nothing published (or it was deleted): keep waiting
                     index = resp.index if resp.index >= index else 0
                     continue
-                return
+                return False
             entry = resp.data[0]
             modified = int(entry.get("ModifyIndex") or 0)
-            if modified < t.applied_index or (modified == t.applied_index and not first):
-                if first:  # a stale read of an older version: wait for the one known
-                    index = max(index, t.applied_index - 1)
+            if modified < t.applied_index or (modified == t.applied_index and mode != "first"):
+                if mode == "first":  # a stale read of an older version: wait for the one known
+                    index = max(t.applied_index - 1, 0)
                     continue
-                return  # not newer than what was applied (a stale read of an older one)
+                return False  # not newer than what was applied (a stale read of an older one)
             raw = base64.b64decode(entry.get("Value") or "")
             read = await self._read_payload(t, raw, stale)
             if read is None:  # a newer version is being written: read the key again
@@ -712,13 +764,13 @@ class Dedup:
                 await asyncio.sleep(_LOCK_DELAY_RETRY)
                 continue
             if t.role == "leader":
-                return
+                return False
             values, body, data, digest = read
             t.values = values
             t.known(digest, modified, data, body)
             t.reads += 1
             self._on_data(t.id)
-            return
+            return True
 
     async def _read_payload(
         self, t: _Template, raw: bytes, stale: bool
