@@ -1,13 +1,21 @@
 """What de-duplication saves the Consul servers: requests per change and per idle minute, for 1, 5
 and 20 instances of the same template, with and without ``deduplicate``.
 
-A real three-server cluster (127.0.0.1-3) and one client agent (127.0.0.4); every instance talks
-to that agent through one counting proxy. A client agent answers none of these reads itself:
-each request (health, KV, session, transaction) is one RPC to a server, so the proxy's count is
-what reaches the servers. The template reads ``--services`` services (10 by default), as a real
-proxy configuration does; a change re-registers one instance of one of them.
+A real three-server cluster (127.0.0.1-3) and, as in a fleet, one client agent per instance
+(127.0.0.4 onwards); every instance talks to its agent through a counting proxy. Two counts:
 
-    .venv/bin/python bench/dedup_load.py                       # 1, 5, 20 instances, ~6 min
+* **at the agents**, by kind. A client agent forwards every health, KV, session, transaction and
+  event-fire request to a server (one RPC each) and answers ``/v1/event/list`` from its own
+  gossiped buffer: "to servers" counts the first kind only;
+* **at the servers**: the sum of Consul's own ``consul.rpc.request`` counter over the three
+  servers (Prometheus format), minus the background rate the agents cause without ctemplate
+  (coordinate updates, anti-entropy), measured before each run. It also counts what a server
+  forwards to the leader, so it is a little higher than the agents' count.
+
+The template reads ``--services`` services (10 by default), as a real proxy configuration does;
+a change re-registers one instance of one of them with a new port (a small change).
+
+    .venv/bin/python bench/dedup_load.py                       # 1, 5, 20 instances, ~8 min
     .venv/bin/python bench/dedup_load.py --instances 1,5 --changes 5 --idle 20
 """
 
@@ -31,27 +39,43 @@ from consul_cluster import ConsulCluster  # noqa: E402
 from consul_harness import find_consul  # noqa: E402
 from tcp_relay import Relay  # noqa: E402
 
-_REQUEST = re.compile(rb"(GET|PUT|DELETE) /v1/(health|kv|session|txn)")
+_REQUEST = re.compile(rb"(GET|PUT|DELETE) /v1/(health|kv|session|txn|event/fire|event/list)")
+_LOCAL = {"GET event/list"}  # answered by the agent itself
+_RPC = re.compile(r"^consul_rpc_request (\S+)$", re.M)
 
 
 class ClassCounter(Relay):
-    """Counts requests by kind (health reads, KV reads, writes) and bytes sent back."""
+    """Counts requests by kind (health reads, KV reads, writes, events) and the bytes sent back,
+    split into answers the agent had from the servers and answers it gave alone (event lists).
+    Requests on one connection are answered in order, so each answer's bytes belong to the
+    connection's latest request."""
 
     def __init__(self, upstream: str, host: str) -> None:
         super().__init__(upstream, host=host)
         self.lock = threading.Lock()
         self.counts: dict[str, int] = {}
         self.down = 0
+        self.down_local = 0
+        self._conn: list[str] = []
 
     def tap(self, *, up: bool) -> Callable[[bytes], None]:
+        if up:  # handle() asks for the upward tap first, then the downward one
+            self._conn = conn = [""]
+        else:
+            conn = self._conn
+
         def count(data: bytes) -> None:
             with self.lock:
                 if not up:
-                    self.down += len(data)
+                    if conn[0] in _LOCAL:
+                        self.down_local += len(data)
+                    else:
+                        self.down += len(data)
                     return
                 for method, kind in _REQUEST.findall(data):
                     name = f"{method.decode()} {kind.decode()}"
                     self.counts[name] = self.counts.get(name, 0) + 1
+                    conn[0] = name
 
         return count
 
@@ -66,8 +90,21 @@ def _diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     }
 
 
+def _forwarded(counts: dict[str, int]) -> int:
+    return sum(v for k, v in counts.items() if k not in _LOCAL)
+
+
+def server_rpcs(cluster: ConsulCluster) -> float:
+    """RPC requests the three servers received so far (Consul's own counter)."""
+    total = 0.0
+    for server in cluster.servers:
+        text = server.http.get("/v1/agent/metrics", params={"format": "prometheus"}).text
+        total += sum(float(v) for v in _RPC.findall(text))
+    return total
+
+
 def run(
-    cluster: ConsulCluster, agent_addr: str, n: int, dedup: bool, args: argparse.Namespace
+    cluster: ConsulCluster, agents: list[str], n: int, dedup: bool, args: argparse.Namespace
 ) -> dict[str, object]:
     root = Path(tempfile.mkdtemp(prefix="ctemplate-dedup-bench-"))
     server = cluster.servers[0]
@@ -90,9 +127,25 @@ def run(
         )
     )
     config = root / "c.hcl"
-    config.write_text("deduplicate {\n  enabled = true\n}\n" if dedup else "")
-    proxy = ClassCounter(agent_addr, "127.0.0.4").start()
+    wait = f'\n  block_query_wait = "{args.block_query_wait}"' if args.block_query_wait else ""
+    config.write_text(f"deduplicate {{\n  enabled = true{wait}\n}}\n" if dedup else "")
+    proxies = [ClassCounter(agents[i], agents[i].rpartition(":")[0]).start() for i in range(n)]
     procs = []
+    # The agents' own traffic to the servers, without ctemplate.
+    r0, t0 = server_rpcs(cluster), time.monotonic()
+    time.sleep(args.background)
+    background = (server_rpcs(cluster) - r0) / (time.monotonic() - t0)
+
+    def snapshot() -> tuple[dict[str, int], int, float, float]:
+        counts: dict[str, int] = {}
+        down = 0
+        for proxy in proxies:
+            c, d = proxy.snapshot()
+            down += d
+            for k, v in c.items():
+                counts[k] = counts.get(k, 0) + v
+        return counts, down, server_rpcs(cluster), time.monotonic()
+
     try:
         for i in range(n):
             procs.append(
@@ -100,7 +153,7 @@ def run(
                     [
                         *ctemplate_command(),
                         "-consul-addr",
-                        proxy.addr,
+                        proxies[i].addr,
                         "-config",
                         str(config),
                         "-template",
@@ -127,7 +180,7 @@ def run(
                 raise TimeoutError("first render")
             time.sleep(0.1)
         time.sleep(3)  # elections and first publishes settle
-        before, down0 = proxy.snapshot()
+        before, down0, rpc0, at0 = snapshot()
         latencies = []
         for c in range(args.changes):
             port = 1000 + c
@@ -147,21 +200,27 @@ def run(
                 time.sleep(0.01)
             latencies.append(time.monotonic() - t0)
             time.sleep(0.3)
-        after, down1 = proxy.snapshot()
+        after, down1, rpc1, at1 = snapshot()
         changes = _diff(after, before)
         time.sleep(1)
-        idle0, idown0 = proxy.snapshot()
+        idle0, idown0, irpc0, iat0 = snapshot()
         time.sleep(args.idle)
-        idle1, idown1 = proxy.snapshot()
+        idle1, idown1, irpc1, iat1 = snapshot()
         idle = _diff(idle1, idle0)
         per_min = 60.0 / args.idle
         return {
             "per_change": {k: v / args.changes for k, v in changes.items()},
-            "per_change_total": sum(changes.values()) / args.changes,
+            "per_change_total": _forwarded(changes) / args.changes,
+            "local_per_change": (sum(changes.values()) - _forwarded(changes)) / args.changes,
+            "server_rpcs_per_change": (rpc1 - rpc0 - background * (at1 - at0)) / args.changes,
             "kib_per_change": (down1 - down0) / 1024 / args.changes,
             "idle_per_min": {k: v * per_min for k, v in idle.items()},
-            "idle_per_min_total": sum(idle.values()) * per_min,
+            "idle_per_min_total": _forwarded(idle) * per_min,
+            "idle_server_rpcs_per_min": (irpc1 - irpc0 - background * (iat1 - iat0))
+            * 60
+            / (iat1 - iat0),
             "idle_kib_per_min": (idown1 - idown0) / 1024 * per_min,
+            "background_rpcs_per_min": background * 60,
             "p50_s": statistics.median(latencies),
         }
     finally:
@@ -172,7 +231,8 @@ def run(
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
-        proxy.stop()
+        for proxy in proxies:
+            proxy.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -183,15 +243,24 @@ def main() -> None:
     p.add_argument("--instances", default="1,5,20")
     p.add_argument("--services", type=int, default=10)
     p.add_argument("--changes", type=int, default=10)
-    p.add_argument("--idle", type=float, default=30.0, help="idle window, seconds")
+    p.add_argument("--idle", type=float, default=60.0, help="idle window, seconds")
+    p.add_argument(
+        "--block-query-wait",
+        default="",
+        help="deduplicate's block_query_wait (default 5m): how often a follower re-issues its "
+        "lock watch and checks the data without an event; shorten it to see that cost",
+    )
+    p.add_argument(
+        "--background", type=float, default=10.0, help="seconds to measure the agents' own RPCs"
+    )
     args = p.parse_args()
     counts = [int(x) for x in args.instances.split(",")]
-    with ConsulCluster(find_consul()) as cluster:
-        # Every instance reaches the agent through one proxy, from one address: lift the agent's
-        # limit of 200 connections per client address (20 instances x 10 long polls).
-        agent = cluster.add_client(
-            "bench-client", "127.0.0.4", extra_hcl=("limits { http_max_conns_per_client = 4096 }",)
-        )
+    telemetry = 'telemetry {\n  prometheus_retention_time = "1h"\n  disable_hostname = true\n}'
+    with ConsulCluster(find_consul(), server_hcl=(telemetry,)) as cluster:
+        agents = []
+        for i in range(max(counts)):
+            agent = cluster.add_client(f"bench-host{i}", f"127.0.0.{4 + i}")
+            agents.append(agent.http_addr)
         rows = []
         for n in counts:
             for dedup in (False, True):
@@ -200,7 +269,7 @@ def main() -> None:
                     f"dedup {'on' if dedup else 'off'}",
                     flush=True,
                 )
-                r = run(cluster, agent.http_addr, n, dedup, args)
+                r = run(cluster, agents, n, dedup, args)
                 rows.append((n, dedup, r))
                 print(f"  {r}", flush=True)
     print(
@@ -208,18 +277,29 @@ def main() -> None:
         f"idle window {args.idle:g}s\n"
     )
     print(
-        "| instances | dedup | requests per change (health reads) | KiB per change "
-        "| requests per idle minute | KiB per idle minute | change -> all files p50 |"
+        "| instances | dedup | to servers per change (health, KV data reads) "
+        "| server RPCs per change | KiB per change from the servers "
+        "| answered by the agent per change | to servers per idle minute "
+        "| change -> all files p50 |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for n, dedup, r in rows:
-        health = r["per_change"].get("GET health", 0.0)  # type: ignore[attr-defined]
+        per: dict[str, float] = r["per_change"]  # type: ignore[assignment]
         print(
-            f"| {n} | {'on' if dedup else 'off'} | {r['per_change_total']:.1f} ({health:.1f}) | "
-            f"{r['kib_per_change']:.1f} | {r['idle_per_min_total']:.0f} | "
-            f"{r['idle_kib_per_min']:.1f} | "
+            f"| {n} | {'on' if dedup else 'off'} | {r['per_change_total']:.1f} "
+            f"({per.get('GET health', 0.0):.1f}, {per.get('GET kv', 0.0):.1f}) | "
+            f"{r['server_rpcs_per_change']:.1f} | {r['kib_per_change']:.1f} | "
+            f"{r['local_per_change']:.1f} | {r['idle_per_min_total']:.0f} | "
             f"{float(r['p50_s']) * 1000:.0f} ms |"  # type: ignore[arg-type]
         )
+    print(
+        "\nserver RPCs per idle minute, after the background: "
+        + ", ".join(f"{float(r['idle_server_rpcs_per_min']):.0f}" for _, _, r in rows)  # type: ignore[arg-type]
+        + "\nbackground (the agents without ctemplate), server RPCs per minute: "
+        + ", ".join(f"{float(r['background_rpcs_per_min']):.0f}" for _, _, r in rows)  # type: ignore[arg-type]
+        + "\n(the agents' own RPCs come in bursts of this size: idle figures at the servers are"
+        " noise; the agents' counts above are exact)"
+    )
 
 
 if __name__ == "__main__":
