@@ -208,6 +208,22 @@ def _catalog(agent: ConsulAgent, body: dict[str, Any], dereg: bool = False) -> N
     assert resp.status_code == 200, resp.text
 
 
+def _wait_quiet(agent: ConsulAgent, svc: str) -> None:
+    """Wait until a new agent's catalog stops moving (its own registration, anti-entropy): both
+    watches of a pair start a moment apart, and must see the same index at start."""
+    index = 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        resp = agent.request(
+            "GET", f"/v1/health/service/{svc}", params={"index": str(index), "wait": "2s"}
+        )
+        new = int(resp.headers.get("X-Consul-Index", "0"))
+        if index and new == index:
+            return  # no change for two seconds
+        index = new
+    raise AssertionError("the new agent's catalog never settled")
+
+
 def test_services_nodes_service_checks(
     consul_agent_factory: Callable[..., ConsulAgent],
     unique: str,
@@ -218,6 +234,7 @@ def test_services_nodes_service_checks(
     """The catalog types, on an agent of their own (they see every service and node)."""
     agent = consul_agent_factory()
     svc = f"web-{unique}"
+    _wait_quiet(agent, svc)
     pairs = []
     for name, args in (
         ("services", ["-type", "services"]),
