@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import queue
 import shlex
 import signal
 import threading
@@ -100,9 +101,10 @@ class _Unit:
     last_error: str | None = None
     waiting_since: float | None = None
     warned_at: float = 0.0
-    running: asyncio.Future[Execution] | None = None  # an execution not yet taken
+    running: asyncio.Future[_Outcome] | None = None  # an execution not yet taken
     running_on: Mapping[str, Any] = field(default_factory=dict)  # the data it runs against
     discard: bool = False  # the running execution is of a template replaced since
+    synced: asyncio.Future[None] | None = None  # the last write's directory fsync
     write_failures: int = 0  # writes that failed in a row
     write_retry: asyncio.TimerHandle | None = None  # the next attempt after a failed write
     dedup_id: str | None = None  # de-duplication: the template's identity (modes.dedup)
@@ -165,17 +167,84 @@ def _watch_settings(config: Config) -> WatchSettings:
     )
 
 
-def _start_execution(unit: _Unit, data: Mapping[str, Any]) -> asyncio.Future[Execution]:
-    """Execute ``unit``'s template against ``data`` in a thread of its own, under its budgets.
+_WORKER_IDLE = 60.0  # seconds an idle worker thread waits for the next job before it ends
 
-    Executions get their own threads: a slow plugin must not hold up file writes and file()
-    polls, which use the loop's default executor. Daemon threads: a stop never waits for one
-    (an interrupted execution ends at once, but the interpreter joins no thread at exit)."""
+
+class _Workers:
+    """The threads templates execute (and are written) in: an idle one is reused (no thread is
+    started per change), otherwise a new one starts, so an execution stuck in a slow plugin
+    holds up no other. Idle threads end after ``_WORKER_IDLE`` seconds. Daemon threads: a stop
+    never waits for one (an interrupted execution ends at once, but the interpreter joins no
+    thread at exit). File writes of the quiescence path and ``file()`` polls use the loop's
+    default executor, not these."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for a job, minus jobs queued for them
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle > 0:
+                self._idle -= 1
+                self._jobs.put(job)
+                return
+        threading.Thread(
+            target=self._serve, args=(job,), name="ctemplate-execute", daemon=True
+        ).start()
+
+    def _serve(self, job: Callable[[], None]) -> None:
+        while True:
+            job()
+            del job
+            with self._lock:
+                self._idle += 1
+            while True:
+                try:
+                    job = self._jobs.get(timeout=_WORKER_IDLE)
+                    break
+                except queue.Empty:
+                    with self._lock:
+                        if self._idle > 0:  # more threads wait than jobs are queued: leave
+                            self._idle -= 1
+                            return
+                    # A job was queued for this thread just as it timed out: take it.
+
+
+_workers = _Workers()
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What a worker did for one unit: the execution, and the write if it made it."""
+
+    execution: Execution
+    written: bool = False  # the worker wrote the output (``changed`` and ``error`` are its)
+    changed: bool = False  # the destination has new bytes (or would, in -dry)
+    error: BaseException | None = None  # the write failed
+    synced: asyncio.Future[None] | None = None  # the directory's fsync after the rename
+
+
+def _start_execution(
+    unit: _Unit,
+    data: Mapping[str, Any],
+    write: Callable[[str, Callable[[], None]], bool] | None = None,
+) -> asyncio.Future[_Outcome]:
+    """Execute ``unit``'s template against ``data`` in a worker thread, under its budgets;
+    with ``write``, also write a complete output in that same thread (one hand-off per change,
+    not two).
+
+    ``write(text, visible)`` returns whether the file changed and calls ``visible()`` once the
+    new file is in place: the future is settled then, and the directory's fsync that follows
+    settles ``_Outcome.synced``, which a command of the file waits for (output/write.py). The
+    write is skipped if the unit's result is to be discarded by then (a reload or an edit of
+    the template while it ran)."""
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[Execution] = loop.create_future()
+    future: asyncio.Future[_Outcome] = loop.create_future()
     compiled, tc, context = unit.compiled, unit.config, contextvars.copy_context()
+    synced: asyncio.Future[None] | None = loop.create_future() if write is not None else None
 
-    def settle(result: Execution | None, error: BaseException | None) -> None:
+    def settle(result: _Outcome | None, error: BaseException | None) -> None:
         if future.done():
             return
         if error is not None:
@@ -183,11 +252,13 @@ def _start_execution(unit: _Unit, data: Mapping[str, Any]) -> asyncio.Future[Exe
         else:
             future.set_result(result)  # type: ignore[arg-type]
 
+    def post(fn: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(fn, *args)
+
     def work() -> None:
-        result: Execution | None = None
-        error: BaseException | None = None
         try:
-            result = context.run(
+            execution = context.run(
                 budget.run,
                 compiled.execute,
                 data,
@@ -196,12 +267,38 @@ def _start_execution(unit: _Unit, data: Mapping[str, Any]) -> asyncio.Future[Exe
                 max_size=tc.execution_max_size,
             )
         except BaseException as exc:  # a bug: the pass reports it as the template's failure
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, result, error)
+            post(settle, None, exc)
+            return
+        outcome = _Outcome(execution)
+        if write is None or not execution.complete or unit.discard:
+            post(settle, outcome, None)
+            return
+        assert execution.text is not None and synced is not None
 
-    threading.Thread(target=work, name="ctemplate-execute", daemon=True).start()
+        def visible() -> None:
+            outcome.written = outcome.changed = True
+            outcome.synced = synced
+            post(settle, outcome, None)
+
+        try:
+            changed = context.run(write, execution.text, visible)
+        except BaseException as exc:  # reported by the pass as the write's failure
+            changed = False
+            if outcome.synced is None:  # (after visible(): the file is in place)
+                outcome.written, outcome.error = True, exc
+        if outcome.synced is not None:
+            post(_set_result, synced)
+            return
+        outcome.written, outcome.changed = True, changed
+        post(settle, outcome, None)
+
+    _workers.submit(work)
     return future
+
+
+def _set_result(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Runner:
@@ -498,7 +595,7 @@ class Runner:
         watcher = self._watcher
         changed, self._changed = self._changed, set()
         snapshot: dict[str, Any] | None = None  # the data as this pass found it
-        started: list[asyncio.Future[Execution]] = []
+        started: list[asyncio.Future[_Outcome]] = []
         for unit in self._units:
             if not (unit.dirty or unit.due or not changed.isdisjoint(unit.queries)):
                 continue
@@ -509,7 +606,9 @@ class Runner:
                 snapshot = dict(watcher.data)
             data = self._unit_data(unit, snapshot)
             unit.running_on = data
-            unit.running = _start_execution(unit, data)
+            # Written in the worker too when no quiescence period can hold the write back.
+            write = self._write_in_worker(unit) if self._writes_at_once(unit) else None
+            unit.running = _start_execution(unit, data, write)
             started.append(unit.running)
         if started:
             await asyncio.wait(started, timeout=_EXECUTION_BUDGET)
@@ -523,9 +622,11 @@ class Runner:
             if unit.running is None or not unit.running.done():
                 continue
             try:
-                execution = unit.running.result()
+                outcome = unit.running.result()
             except Exception as exc:  # a bug in a front end: this template's failure only
-                execution = Execution(error=TemplateError(f"{unit.name}: internal error: {exc}"))
+                failure = TemplateError(f"{unit.name}: internal error: {exc}")
+                outcome = _Outcome(Execution(error=failure))
+            execution = outcome.execution
             unit.running = None
             seen, unit.running_on = unit.running_on, {}
             if unit.discard:  # of the template before a reload or an edit: run the new one
@@ -559,12 +660,18 @@ class Runner:
                     unit.dedup_id,
                     {k: seen[k] for k, q in execution.used.items() if shareable(q) and k in seen},
                 )
-            if self._quiescent(unit):
+            if not outcome.written and self._quiescent(unit):
                 continue
             unit.due = False
             assert execution.text is not None
             try:
-                result = await asyncio.to_thread(self._write, unit, execution.text)
+                if outcome.written:
+                    unit.synced = outcome.synced
+                    if outcome.error is not None:
+                        raise outcome.error
+                    result = outcome.changed
+                else:
+                    result = await asyncio.to_thread(self._write, unit, execution.text)
             except CtemplateError as exc:
                 self._write_failed(unit, exc)
                 continue
@@ -643,7 +750,22 @@ class Runner:
         unit.due = True
         self._wake.set()
 
-    def _write(self, unit: _Unit, text: str) -> bool:
+    def _writes_at_once(self, unit: _Unit) -> bool:
+        """True if a complete output of ``unit`` is written as soon as it is made (no
+        quiescence period can hold it back: see :meth:`_quiescent`). Exec mode writes in the
+        pass, so that children start or reload only after the directory's fsync."""
+        wait: WaitConfig | None = unit.config.wait or self.config.wait
+        if self._exec is not None:
+            return False
+        return self.config.once or wait is None or not unit.rendered or unit.due
+
+    def _write_in_worker(self, unit: _Unit) -> Callable[[str, Callable[[], None]], bool]:
+        def write(text: str, visible: Callable[[], None]) -> bool:
+            return self._write(unit, text, visible)
+
+        return write
+
+    def _write(self, unit: _Unit, text: str, visible: Callable[[], None] | None = None) -> bool:
         tc = unit.config
         check = None
         if tc.check_command:
@@ -656,6 +778,7 @@ class Runner:
             create_dest_dirs=tc.create_dest_dirs,
             dry=self.config.dry,
             check=check,
+            visible=visible,
         )
         if result.written:
             log.info("(runner) %s: rendered", tc.destination)
@@ -766,6 +889,11 @@ class Runner:
         self._watcher.sync(queries)
 
     async def _run_commands(self, commands: list[tuple[str | tuple[str, ...], _Unit]]) -> bool:
+        # A command follows its file onto the disk: the directory's fsync after the rename
+        # (made in the worker once the file was visible) must be done.
+        syncing = {u.synced for _c, u in commands if u.synced is not None and not u.synced.done()}
+        if syncing:
+            await asyncio.wait(syncing)
         ok = True
         seen: set[str | tuple[str, ...]] = set()
         env = _command_env(self.config) if commands else {}
