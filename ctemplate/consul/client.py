@@ -178,6 +178,9 @@ class ConsulClient:
         async def trace(event: str, _info: Any) -> None:
             if event.endswith("send_request_headers.started"):
                 deadline.reschedule(loop.time() + read)
+                # Nothing more to learn from this request's events: httpcore looks the hook
+                # up at each step, so the later steps (ten or so awaits) skip it.
+                request.extensions.pop("trace", None)
 
         # Sent to the connection pool directly: what httpx.AsyncClient.send adds around it
         # (building the URL from base, path and params in three parses, auth and redirect
