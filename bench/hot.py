@@ -86,7 +86,8 @@ def sides_for(
     tmpl = tmp / "t.j2"
 
     def ct(dest: Path, *, module: bool = False) -> list[str]:
-        command = [python(), "-m", "ctemplate"] if module else ctemplate_command()
+        # -P: no working directory first on sys.path (this checkout would shadow --base-src).
+        command = [python(), "-P", "-m", "ctemplate"] if module else ctemplate_command()
         return [*command, "-consul-addr", addr, "-template", f"{tmpl}:{dest}", "-log-level", "err"]
 
     every: dict[str, tuple[list[str], Path, dict[str, str]]] = {

@@ -198,7 +198,8 @@ def _run_with_agent(args: argparse.Namespace, agent: Any, tmp: Path) -> dict[str
         "ctemplate": Side("ctemplate", ct_argv, out / "ct.out", env, tmp / "ctemplate.log"),
         "base": Side(
             "base",
-            [python(), "-m", "ctemplate", *base_flags],
+            # -P: the working directory (this checkout) must not come before --base-src.
+            [python(), "-P", "-m", "ctemplate", *base_flags],
             out / "base.out",
             base_env,
             tmp / "base.log",
