@@ -215,6 +215,31 @@ class _Workers:
 
 
 _workers = _Workers()
+_WRITE_DRAIN = 30.0  # seconds a stop waits for writes under way in workers
+
+
+class _Writes:
+    """Writes under way in worker threads (a context manager per write); :meth:`close` stops new
+    ones and waits for those under way."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._count = 0
+        self.closed = False
+
+    def __enter__(self) -> None:
+        with self._cond:
+            self._count += 1
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._cond:
+            self._count -= 1
+            self._cond.notify_all()
+
+    def close(self, timeout: float) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.wait_for(lambda: self._count == 0, timeout)
 
 
 @dataclass(slots=True)
@@ -231,13 +256,14 @@ class _Outcome:
 def _start_execution(
     unit: _Unit,
     data: Mapping[str, Any],
-    write: Callable[[str, Callable[[], None]], bool] | None = None,
+    write: Callable[[str, Callable[[], None]], bool | None] | None = None,
 ) -> asyncio.Future[_Outcome]:
     """Execute ``unit``'s template against ``data`` in a worker thread, under its budgets;
     with ``write``, also write a complete output in that same thread (one hand-off per change,
     not two).
 
-    ``write(text, visible)`` returns whether the file changed and calls ``visible()`` once the
+    ``write(text, visible)`` returns whether the file changed (None: not written, ctemplate is
+    stopping) and calls ``visible()`` once the
     new file is in place: the future is settled then, and the directory's fsync that follows
     settles ``_Outcome.synced``, which a command of the file waits for (output/write.py). The
     write is skipped if the unit's result is to be discarded by then (a reload or an edit of
@@ -283,6 +309,7 @@ def _start_execution(
             outcome.synced = synced
             post(settle, outcome, None)
 
+        changed: bool | None
         try:
             changed = context.run(write, execution.text, visible)
         except BaseException as exc:  # reported by the pass as the write's failure
@@ -291,6 +318,9 @@ def _start_execution(
                 outcome.written, outcome.error = True, exc
         if outcome.synced is not None:
             post(_set_result, synced)
+            return
+        if changed is None:  # ctemplate is stopping: nothing was written
+            post(settle, outcome, None)
             return
         outcome.written, outcome.changed = True, changed
         post(settle, outcome, None)
@@ -327,6 +357,7 @@ class Runner:
         self._command_task: asyncio.Task[None] | None = None
         self._waiting_first, self._waiting_every = _waiting_delays(os.environ)
         self._exec: Supervisor | None = None  # exec mode: the supervised children
+        self._writes = _Writes()  # writes under way in worker threads
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -544,6 +575,9 @@ class Runner:
                     unit.write_retry.cancel()
             local.stop_plugins()  # executions still running finish at once
             budget.interrupt_all()  # even those in a loop that never ends
+            # A write under way in a worker ends (no temporary file left behind, the
+            # directory fsynced), as one made by the pass would have; none starts after this.
+            await asyncio.to_thread(self._writes.close, _WRITE_DRAIN)
             self._stopping.set()  # commands still running are killed with their groups
             if self._command_task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -769,9 +803,12 @@ class Runner:
             return False
         return self.config.once or wait is None or not unit.rendered or unit.due
 
-    def _write_in_worker(self, unit: _Unit) -> Callable[[str, Callable[[], None]], bool]:
-        def write(text: str, visible: Callable[[], None]) -> bool:
-            return self._write(unit, text, visible)
+    def _write_in_worker(self, unit: _Unit) -> Callable[[str, Callable[[], None]], bool | None]:
+        def write(text: str, visible: Callable[[], None]) -> bool | None:
+            with self._writes:
+                if self._writes.closed:  # stopping: no new write (as when the pass wrote)
+                    return None
+                return self._write(unit, text, visible)
 
         return write
 
