@@ -5,7 +5,8 @@ Runs the real CLI (same flags) after wrapping four engine functions, without cha
 * ``ConsulClient.get``: when each request started and when its answer was decoded;
 * ``Watcher.deliver``: when new data reached the cache;
 * ``Runner._pass``: when a pass started;
-* ``runner.render``: when the destination file was replaced.
+* ``runner.render``: when it started, when the destination file was renamed into place (its
+  ``visible`` callback) and when it returned (after the directory's fsync).
 
 Timestamps are ``time.perf_counter()`` (CLOCK_MONOTONIC on Linux, so comparable with the
 benchmark process). They are kept in memory and written as JSON to ``$CTEMPLATE_TRACE_OUT`` at
@@ -72,6 +73,15 @@ def install() -> None:
 
     def traced_render(destination: str, content: str, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
+        visible = kwargs.get("visible")
+        if visible is not None:  # the file is in place (the directory's fsync follows)
+
+            def traced_visible() -> None:
+                t = time.perf_counter()
+                EVENTS.append(("visible", t, t, content))
+                visible()
+
+            kwargs["visible"] = traced_visible
         result = render(destination, content, **kwargs)
         EVENTS.append(("render", t0, time.perf_counter(), content))
         return result

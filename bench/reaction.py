@@ -198,7 +198,8 @@ def _run_with_agent(args: argparse.Namespace, agent: Any, tmp: Path) -> dict[str
         "ctemplate": Side("ctemplate", ct_argv, out / "ct.out", env, tmp / "ctemplate.log"),
         "base": Side(
             "base",
-            [python(), "-m", "ctemplate", *base_flags],
+            # -P: the working directory (this checkout) must not come before --base-src.
+            [python(), "-P", "-m", "ctemplate", *base_flags],
             out / "base.out",
             base_env,
             tmp / "base.log",
@@ -310,8 +311,10 @@ PHASES = [
     ("put_to_answer", "PUT returned -> answer decoded in ctemplate"),
     ("answer_to_deliver", "answer decoded -> Watcher.deliver"),
     ("deliver_to_pass", "deliver -> Runner._pass starts"),
-    ("pass_to_render", "pass start -> render() starts (Jinja + to_thread hop)"),
-    ("render", "render() (read, write, fsync, rename, fsync dir)"),
+    ("pass_to_render", "pass start -> render() starts (worker hop + Jinja)"),
+    ("render_to_visible", "render() -> renamed (read, write, fsync, rename)"),
+    ("visible_to_seen", "renamed -> file seen by the benchmark"),
+    ("render", "render() (all of it: then the fsync of the directory)"),
     ("render_to_seen", "render() returned -> file seen (<0: rename precedes dir fsync)"),
 ]
 
@@ -320,7 +323,7 @@ def _analyse_trace(events: list[list[Any]], changes: list[Change]) -> dict[str, 
     gets = [e for e in events if e[0] == "get"]
     by_value: dict[str, dict[str, list[Any]]] = {}
     for kind, start, end, value in events:
-        if kind in ("get", "deliver", "render") and value:
+        if kind in ("get", "deliver", "render", "visible") and value:
             by_value.setdefault(value, {}).setdefault(kind, [start, end])
     passes = [e for e in events if e[0] == "pass"]
     phases: dict[str, list[float]] = {name: [] for name, _ in PHASES}
@@ -340,8 +343,11 @@ def _analyse_trace(events: list[list[Any]], changes: list[Change]) -> dict[str, 
         phases["deliver_to_pass"].append(p - d)
         phases["pass_to_render"].append(r_start - p)
         phases["render"].append(r_end - r_start)
+        visible = rec.get("visible", [r_end])[0]  # (the pass' writes: no visible())
+        phases["render_to_visible"].append(visible - r_start)
         if "ctemplate" in ch.seen:
             phases["render_to_seen"].append(ch.seen["ctemplate"] - r_end)
+            phases["visible_to_seen"].append(ch.seen["ctemplate"] - visible)
     return {
         "matched": len(phases["render"]),
         "requests": len(gets),

@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import queue
 import shlex
 import signal
 import threading
@@ -100,9 +101,13 @@ class _Unit:
     last_error: str | None = None
     waiting_since: float | None = None
     warned_at: float = 0.0
-    running: asyncio.Future[Execution] | None = None  # an execution not yet taken
+    running: asyncio.Future[_Outcome] | None = None  # an execution not yet taken
     running_on: Mapping[str, Any] = field(default_factory=dict)  # the data it runs against
+    # The watcher's (changes, len(data)) when that data was taken: equal after the execution,
+    # nothing arrived meanwhile (no need to compare every key the template used).
+    running_gen: tuple[int, int] = (-1, -1)
     discard: bool = False  # the running execution is of a template replaced since
+    synced: asyncio.Future[None] | None = None  # the last write's directory fsync
     write_failures: int = 0  # writes that failed in a row
     write_retry: asyncio.TimerHandle | None = None  # the next attempt after a failed write
     dedup_id: str | None = None  # de-duplication: the template's identity (modes.dedup)
@@ -165,17 +170,110 @@ def _watch_settings(config: Config) -> WatchSettings:
     )
 
 
-def _start_execution(unit: _Unit, data: Mapping[str, Any]) -> asyncio.Future[Execution]:
-    """Execute ``unit``'s template against ``data`` in a thread of its own, under its budgets.
+_WORKER_IDLE = 60.0  # seconds an idle worker thread waits for the next job before it ends
 
-    Executions get their own threads: a slow plugin must not hold up file writes and file()
-    polls, which use the loop's default executor. Daemon threads: a stop never waits for one
-    (an interrupted execution ends at once, but the interpreter joins no thread at exit)."""
+
+class _Workers:
+    """The threads templates execute (and are written) in: an idle one is reused (no thread is
+    started per change), otherwise a new one starts, so an execution stuck in a slow plugin
+    holds up no other. Idle threads end after ``_WORKER_IDLE`` seconds. Daemon threads: a stop
+    never waits for one (an interrupted execution ends at once, but the interpreter joins no
+    thread at exit). File writes of the quiescence path and ``file()`` polls use the loop's
+    default executor, not these."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for a job, minus jobs queued for them
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle > 0:
+                self._idle -= 1
+                self._jobs.put(job)
+                return
+        threading.Thread(
+            target=self._serve, args=(job,), name="ctemplate-execute", daemon=True
+        ).start()
+
+    def _serve(self, job: Callable[[], None]) -> None:
+        while True:
+            job()
+            del job
+            with self._lock:
+                self._idle += 1
+            while True:
+                try:
+                    job = self._jobs.get(timeout=_WORKER_IDLE)
+                    break
+                except queue.Empty:
+                    with self._lock:
+                        if self._idle > 0:  # more threads wait than jobs are queued: leave
+                            self._idle -= 1
+                            return
+                    # A job was queued for this thread just as it timed out: take it.
+
+
+_workers = _Workers()
+_WRITE_DRAIN = 30.0  # seconds a stop waits for writes under way in workers
+
+
+class _Writes:
+    """Writes under way in worker threads (a context manager per write); :meth:`close` stops new
+    ones and waits for those under way."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._count = 0
+        self.closed = False
+
+    def __enter__(self) -> None:
+        with self._cond:
+            self._count += 1
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._cond:
+            self._count -= 1
+            self._cond.notify_all()
+
+    def close(self, timeout: float) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.wait_for(lambda: self._count == 0, timeout)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What a worker did for one unit: the execution, and the write if it made it."""
+
+    execution: Execution
+    written: bool = False  # the worker wrote the output (``changed`` and ``error`` are its)
+    changed: bool = False  # the destination has new bytes (or would, in -dry)
+    error: BaseException | None = None  # the write failed
+    synced: asyncio.Future[None] | None = None  # the directory's fsync after the rename
+
+
+def _start_execution(
+    unit: _Unit,
+    data: Mapping[str, Any],
+    write: Callable[[str, Callable[[], None]], bool | None] | None = None,
+) -> asyncio.Future[_Outcome]:
+    """Execute ``unit``'s template against ``data`` in a worker thread, under its budgets;
+    with ``write``, also write a complete output in that same thread (one hand-off per change,
+    not two).
+
+    ``write(text, visible)`` returns whether the file changed (None: not written, ctemplate is
+    stopping) and calls ``visible()`` once the
+    new file is in place: the future is settled then, and the directory's fsync that follows
+    settles ``_Outcome.synced``, which a command of the file waits for (output/write.py). The
+    write is skipped if the unit's result is to be discarded by then (a reload or an edit of
+    the template while it ran)."""
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[Execution] = loop.create_future()
+    future: asyncio.Future[_Outcome] = loop.create_future()
     compiled, tc, context = unit.compiled, unit.config, contextvars.copy_context()
+    synced: asyncio.Future[None] | None = loop.create_future() if write is not None else None
 
-    def settle(result: Execution | None, error: BaseException | None) -> None:
+    def settle(result: _Outcome | None, error: BaseException | None) -> None:
         if future.done():
             return
         if error is not None:
@@ -183,11 +281,13 @@ def _start_execution(unit: _Unit, data: Mapping[str, Any]) -> asyncio.Future[Exe
         else:
             future.set_result(result)  # type: ignore[arg-type]
 
+    def post(fn: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(fn, *args)
+
     def work() -> None:
-        result: Execution | None = None
-        error: BaseException | None = None
         try:
-            result = context.run(
+            execution = context.run(
                 budget.run,
                 compiled.execute,
                 data,
@@ -196,12 +296,42 @@ def _start_execution(unit: _Unit, data: Mapping[str, Any]) -> asyncio.Future[Exe
                 max_size=tc.execution_max_size,
             )
         except BaseException as exc:  # a bug: the pass reports it as the template's failure
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, result, error)
+            post(settle, None, exc)
+            return
+        outcome = _Outcome(execution)
+        if write is None or not execution.complete or unit.discard:
+            post(settle, outcome, None)
+            return
+        assert execution.text is not None and synced is not None
 
-    threading.Thread(target=work, name="ctemplate-execute", daemon=True).start()
+        def visible() -> None:
+            outcome.written = outcome.changed = True
+            outcome.synced = synced
+            post(settle, outcome, None)
+
+        changed: bool | None
+        try:
+            changed = context.run(write, execution.text, visible)
+        except BaseException as exc:  # reported by the pass as the write's failure
+            changed = False
+            if outcome.synced is None:  # (after visible(): the file is in place)
+                outcome.written, outcome.error = True, exc
+        if outcome.synced is not None:
+            post(_set_result, synced)
+            return
+        if changed is None:  # ctemplate is stopping: nothing was written
+            post(settle, outcome, None)
+            return
+        outcome.written, outcome.changed = True, changed
+        post(settle, outcome, None)
+
+    _workers.submit(work)
     return future
+
+
+def _set_result(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Runner:
@@ -227,6 +357,7 @@ class Runner:
         self._command_task: asyncio.Task[None] | None = None
         self._waiting_first, self._waiting_every = _waiting_delays(os.environ)
         self._exec: Supervisor | None = None  # exec mode: the supervised children
+        self._writes = _Writes()  # writes under way in worker threads
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -444,6 +575,9 @@ class Runner:
                     unit.write_retry.cancel()
             local.stop_plugins()  # executions still running finish at once
             budget.interrupt_all()  # even those in a loop that never ends
+            # A write under way in a worker ends (no temporary file left behind, the
+            # directory fsynced), as one made by the pass would have; none starts after this.
+            await asyncio.to_thread(self._writes.close, _WRITE_DRAIN)
             self._stopping.set()  # commands still running are killed with their groups
             if self._command_task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -498,7 +632,8 @@ class Runner:
         watcher = self._watcher
         changed, self._changed = self._changed, set()
         snapshot: dict[str, Any] | None = None  # the data as this pass found it
-        started: list[asyncio.Future[Execution]] = []
+        generation = (-1, -1)
+        started: list[asyncio.Future[_Outcome]] = []
         for unit in self._units:
             if not (unit.dirty or unit.due or not changed.isdisjoint(unit.queries)):
                 continue
@@ -507,9 +642,13 @@ class Runner:
             unit.dirty = False
             if snapshot is None:
                 snapshot = dict(watcher.data)
+                generation = (watcher.changes, len(watcher.data))
             data = self._unit_data(unit, snapshot)
             unit.running_on = data
-            unit.running = _start_execution(unit, data)
+            unit.running_gen = generation
+            # Written in the worker too when no quiescence period can hold the write back.
+            write = self._write_in_worker(unit) if self._writes_at_once(unit) else None
+            unit.running = _start_execution(unit, data, write)
             started.append(unit.running)
         if started:
             await asyncio.wait(started, timeout=_EXECUTION_BUDGET)
@@ -523,9 +662,11 @@ class Runner:
             if unit.running is None or not unit.running.done():
                 continue
             try:
-                execution = unit.running.result()
+                outcome = unit.running.result()
             except Exception as exc:  # a bug in a front end: this template's failure only
-                execution = Execution(error=TemplateError(f"{unit.name}: internal error: {exc}"))
+                failure = TemplateError(f"{unit.name}: internal error: {exc}")
+                outcome = _Outcome(Execution(error=failure))
+            execution = outcome.execution
             unit.running = None
             seen, unit.running_on = unit.running_on, {}
             if unit.discard:  # of the template before a reload or an edit: run the new one
@@ -534,9 +675,13 @@ class Runner:
                 self._wake.set()
                 continue
             # Data that arrived while it ran (values are replaced, never changed in place).
-            current = self._unit_data(unit, watcher.data)
-            if any(current.get(k, _ABSENT) is not seen.get(k, _ABSENT) for k in execution.used):
-                unit.dirty = True
+            # Deliveries count in watcher.changes, removals shrink the cache: neither moved,
+            # nothing arrived (1,000 keys used: no 1,000 comparisons per change).
+            moved = unit.running_gen != (watcher.changes, len(watcher.data))
+            if moved or (unit.dedup_id is not None and self._dedup is not None):
+                current = self._unit_data(unit, watcher.data)
+                if any(current.get(k, _ABSENT) is not seen.get(k, _ABSENT) for k in execution.used):
+                    unit.dirty = True
             if unit.dirty:
                 self._wake.set()
             if execution.used or execution.error is None:  # (interrupted late: keep them)
@@ -559,12 +704,18 @@ class Runner:
                     unit.dedup_id,
                     {k: seen[k] for k, q in execution.used.items() if shareable(q) and k in seen},
                 )
-            if self._quiescent(unit):
+            if not outcome.written and self._quiescent(unit):
                 continue
             unit.due = False
             assert execution.text is not None
             try:
-                result = await asyncio.to_thread(self._write, unit, execution.text)
+                if outcome.written:
+                    unit.synced = outcome.synced
+                    if outcome.error is not None:
+                        raise outcome.error
+                    result = outcome.changed
+                else:
+                    result = await asyncio.to_thread(self._write, unit, execution.text)
             except CtemplateError as exc:
                 self._write_failed(unit, exc)
                 continue
@@ -643,7 +794,25 @@ class Runner:
         unit.due = True
         self._wake.set()
 
-    def _write(self, unit: _Unit, text: str) -> bool:
+    def _writes_at_once(self, unit: _Unit) -> bool:
+        """True if a complete output of ``unit`` is written as soon as it is made (no
+        quiescence period can hold it back: see :meth:`_quiescent`). Exec mode writes in the
+        pass, so that children start or reload only after the directory's fsync."""
+        wait: WaitConfig | None = unit.config.wait or self.config.wait
+        if self._exec is not None:
+            return False
+        return self.config.once or wait is None or not unit.rendered or unit.due
+
+    def _write_in_worker(self, unit: _Unit) -> Callable[[str, Callable[[], None]], bool | None]:
+        def write(text: str, visible: Callable[[], None]) -> bool | None:
+            with self._writes:
+                if self._writes.closed:  # stopping: no new write (as when the pass wrote)
+                    return None
+                return self._write(unit, text, visible)
+
+        return write
+
+    def _write(self, unit: _Unit, text: str, visible: Callable[[], None] | None = None) -> bool:
         tc = unit.config
         check = None
         if tc.check_command:
@@ -656,6 +825,7 @@ class Runner:
             create_dest_dirs=tc.create_dest_dirs,
             dry=self.config.dry,
             check=check,
+            visible=visible,
         )
         if result.written:
             log.info("(runner) %s: rendered", tc.destination)
@@ -766,6 +936,11 @@ class Runner:
         self._watcher.sync(queries)
 
     async def _run_commands(self, commands: list[tuple[str | tuple[str, ...], _Unit]]) -> bool:
+        # A command follows its file onto the disk: the directory's fsync after the rename
+        # (made in the worker once the file was visible) must be done.
+        syncing = {u.synced for _c, u in commands if u.synced is not None and not u.synced.done()}
+        if syncing:
+            await asyncio.wait(syncing)
         ok = True
         seen: set[str | tuple[str, ...]] = set()
         env = _command_env(self.config) if commands else {}

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import fields, is_dataclass
 from fnmatch import fnmatchcase
+from types import FunctionType
 from typing import Any, NoReturn
 
 import jinja2
@@ -397,6 +398,19 @@ class _Loader(jinja2.FileSystemLoader):
         return source, filename, uptodate
 
 
+# ctemplate's own template functions that Jinja's sandbox would pass unchanged: plain functions
+# that take no context (``pass_context`` and friends) and are not marked unsafe. Called
+# directly from templates (budget.BudgetHooks.call).
+_DIRECT_CALLS = frozenset(
+    f
+    for f in GLOBALS.values()
+    if isinstance(f, FunctionType)
+    and not hasattr(f, "jinja_pass_arg")
+    and not getattr(f, "unsafe_callable", False)
+    and not getattr(f, "alters_data", False)
+)
+
+
 class _BoundedSandbox(budget.BudgetHooks, SandboxedEnvironment):
     """ctemplate's sandbox (language/sandbox.py) with the execution budgets' checks
     (language/budget.py)."""
@@ -419,6 +433,7 @@ class TemplateEngine:
             finalize=_finalize,
         )
         self.env.globals.update(GLOBALS)
+        self.env.direct_calls = _DIRECT_CALLS
         self.env.filters.update(FILTERS)
         self.env.bound_filters(self.env.filters)
 

@@ -283,9 +283,18 @@ def install(
     owner: tuple[int, int] | None = None,
     check: Callable[[str], None] | None = None,
     backup: Current | None = None,
+    visible: Callable[[], None] | None = None,
 ) -> None:
     """Stage ``data`` beside ``name`` in the open directory, run ``check`` on the staged path,
-    back up ``backup`` (the current file) if given, and rename the staged file over ``name``."""
+    back up ``backup`` (the current file) if given, rename the staged file over ``name``, then
+    fsync the directory.
+
+    ``visible()`` is called between the rename and the directory's fsync: the new file is
+    complete and durable by then (fsynced before the rename), only the directory entry is not
+    yet on disk, so a caller can report the file written without waiting for that second
+    fsync (a crash in between leaves the previous complete file, never an empty one). Whatever
+    must follow the entry being on disk (a reload command) waits for this function to
+    return."""
     tmp = _stage(dir_fd, name, data, mode, owner, shown)
     try:
         if check is not None:
@@ -297,6 +306,8 @@ def install(
         except OSError as exc:
             raise RenderError(f"{shown}: cannot replace the file: {exc.strerror}") from None
         tmp = ""
+        if visible is not None:
+            visible()
         with contextlib.suppress(OSError):
             os.fsync(dir_fd)
     finally:
@@ -314,11 +325,14 @@ def render(
     dry: bool = False,
     dry_out: TextIO | None = None,
     check: Callable[[str], None] | None = None,
+    visible: Callable[[], None] | None = None,
 ) -> RenderResult:
     """Write ``content`` to ``destination`` if it differs from what is there.
 
     ``check(staged_path)`` runs on the complete temporary file before it replaces the
-    destination; if it raises, the destination is left as it was.
+    destination; if it raises, the destination is left as it was. ``visible()`` is called
+    once the new file is in place, before the directory's fsync (see :func:`install`); it is
+    not called when nothing is written.
     """
     # surrogateescape: bytes that came in undecodable (os.environ) go out unchanged.
     data = content.encode("utf-8", "surrogateescape")
@@ -367,6 +381,7 @@ def render(
             owner=owner,
             check=check,
             backup=current if backup and current.data is not None else None,
+            visible=visible,
         )
     finally:
         if dir_fd >= 0:

@@ -176,3 +176,28 @@ def test_yaml_alias_bomb_is_refused_before_it_is_built():
     with pytest.raises(Exception) as info:
         helpers.parse_yaml("&a [*a]")
     assert str(info.value) == "parseYAML: the document refers to itself (a recursive alias)"
+
+
+def test_a_template_function_result_past_the_size_budget_is_refused(monkeypatch):
+    """ctemplate's own functions are called without the sandbox's per-call layers (speed), but
+    what they return is still held to execution_max_size, naming the function."""
+    monkeypatch.setenv("CTEMPLATE_TEST_BIG", "y" * 100_000)
+    execution = _run('{{ env("CTEMPLATE_TEST_BIG") }}', max_size=65536)
+    assert str(execution.error) == (
+        "t.contents:1: env() would make a value of 100,000 bytes or items, past "
+        "execution_max_size (65,536); raise execution_max_size if this is meant"
+    )
+    assert _run('{{ env("CTEMPLATE_TEST_BIG") | length }}', max_size=200_000).text == "100000"
+
+
+def test_template_functions_called_directly_are_ctemplates_own():
+    """The direct-call set holds only the registry's plain functions: Jinja's own globals
+    (``range``, which the sandbox bounds, ``lipsum``, ``dict``...) keep the sandbox's call."""
+    from ctemplate.language.jinja import _DIRECT_CALLS, GLOBALS
+
+    engine = TemplateEngine(Config())
+    assert engine.env.direct_calls == _DIRECT_CALLS
+    assert _DIRECT_CALLS.issubset(GLOBALS.values())
+    for name in ("range", "lipsum", "dict", "cycler", "joiner", "namespace"):
+        assert engine.env.globals[name] not in _DIRECT_CALLS
+    assert _run("{{ range(10**9) | list }}").error is not None  # still refused by the sandbox
