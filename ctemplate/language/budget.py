@@ -78,6 +78,8 @@ class Interrupted(BaseException):
 
 @dataclass(eq=False, slots=True)
 class _Entry:
+    """One running execution as the watchdog sees it: its thread, limits and state."""
+
     tid: int
     name: str
     timeout: float
