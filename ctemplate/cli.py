@@ -174,6 +174,7 @@ def _main(args: list[str], collecting: bool) -> int:
         become_init()
 
     from .config import Config, load_config
+    from .config.files import release_hcl_parser
 
     setup_logging(flags.log_level or "info")  # warnings while loading the configuration
     for line in flags.deprecations:
@@ -195,12 +196,16 @@ def _main(args: list[str], collecting: bool) -> int:
     # 5,000-instance benchmark from ~190 to ~135 ms with no more memory (bench/scenarios.py).
     gc.set_threshold(50_000, 20, 20)
     if collecting:
+        if not config.once and release_hcl_parser():
+            gc.collect()  # the parser's objects, before what is left is frozen for good
         gc.freeze()
         gc.enable()
     _raise_open_files_limit()
 
     def reload() -> Config:
-        return load_config(flags, os.environ)
+        reloaded = load_config(flags, os.environ)
+        release_hcl_parser()
+        return reloaded
 
     try:
         return asyncio.run(run(config, reload))
