@@ -235,8 +235,8 @@ def floor_script(mods: dict[str, tuple[int, float]]) -> str:
 
 
 def idle_rss(agent: Any, tmp: Path, ct: Sequence[str], idle: float) -> dict[str, int]:
-    """VmRSS (KiB) of a daemon ``idle`` seconds after its first render: one ``key()``, and
-    1,000 ``key()`` calls in one template."""
+    """VmRSS (KiB) of a daemon ``idle`` seconds after its first render: one ``key()``, 1,000
+    ``key()`` calls in one template, and the same 1,000 in Go syntax (a ``.ctmpl`` file)."""
     keys = [f"bench/rss/k{i:04d}" for i in range(1000)]
     for start in range(0, len(keys), 64):  # a transaction holds at most 64 operations
         value = "dmFsdWU="  # base64 of "value"
@@ -244,9 +244,11 @@ def idle_rss(agent: Any, tmp: Path, ct: Sequence[str], idle: float) -> dict[str,
             [{"KV": {"Verb": "set", "Key": k, "Value": value}} for k in keys[start : start + 64]]
         )
     out: dict[str, int] = {}
-    for label, used in (("one key()", keys[:1]), ("1,000 key()", keys)):
-        src = tmp / "rss.j2"
-        src.write_text("".join(f'{{{{ key("{k}") }}}}\n' for k in used))
+    cases = (("one key()", keys[:1], False), ("1,000 key()", keys, False), ("1,000 Go", keys, True))
+    for label, used, go in cases:
+        src = tmp / ("rss.ctmpl" if go else "rss.j2")
+        call = '{{{{ key "{}" }}}}\n' if go else '{{{{ key("{}") }}}}\n'
+        src.write_text("".join(call.format(k) for k in used))
         dest = tmp / "rss.out"
         dest.unlink(missing_ok=True)
         argv = [*ct, "-consul-addr", agent.http_addr, "-template", f"{src}:{dest}"]
