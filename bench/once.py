@@ -7,12 +7,21 @@ service ``web`` on external nodes, and times (median of ``--runs``, after one wa
 * ``ctemplate -version``: the console script, flag parsing, no engine;
 * ``ctemplate -once -template upstream.j2:upstream.conf``: one ``service("web")`` template
   rendered and written (the destination is deleted before each run, so every run writes);
-* ``ctemplate -once -config bench.hcl``: the same template from an HCL file (pays for hcl2).
+* ``ctemplate -once -config bench.hcl``: the same template from an HCL file (pays for hcl2);
+* ``python + -once's imports``: the floor -- an interpreter importing exactly the third-party
+  and standard-library modules that ``-once -template`` ended with, and nothing of ctemplate
+  (what is left above it is ctemplate's own modules and its run).
+
+Each row is also given as a multiple of ``python -c pass`` in the same run (the issue's targets
+are ratios).
 
 Then ``python -X importtime`` of the ``-once`` runs (median per module over ``--import-runs``):
 the top-level imports by cumulative time, and checks that what a run does not need stays
 unimported (no watchfiles or hcl2/lark in ``-once`` without ``-config``; no httpx or jinja2 in
 ``-version``).
+
+Last, the idle memory of a daemon (``--idle`` seconds after its first render, VmRSS): one
+``key()``, then 1,000 ``key()`` calls in one template (``--no-rss`` skips it).
 
     .venv/bin/python bench/once.py
 """
@@ -32,7 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from _common import add_tests_to_path, child_env, ctemplate_command, python
+from _common import add_tests_to_path, child_env, ctemplate_command, python, rss_kib
 
 UPSTREAM = """\
 upstream web {
@@ -43,8 +52,9 @@ upstream web {
 """
 
 # Modules a run must not import, and modules it is expected to import (for the report).
-# Issue #16: -once also leaves out tenacity (until a request fails), YAML, the status server
-# and the exec and de-duplication modes.
+# Issue #16: -once also leaves out tenacity (until a request fails), YAML, the status server,
+# the exec and de-duplication modes, the watch blocks' loop and handlers (only a daemon with
+# watch blocks needs them), ctypes (the budget's interrupt) and difflib (error messages).
 ONCE_UNUSED = (
     "watchfiles",
     "tenacity",
@@ -52,6 +62,10 @@ ONCE_UNUSED = (
     "ctemplate.status",
     "ctemplate.modes.exec",
     "ctemplate.modes.dedup",
+    "ctemplate.modes.watch",
+    "ctemplate.modes.handlers",
+    "ctypes",
+    "difflib",
 )
 MUST_NOT = {
     "version": ("httpx", "jinja2", "tenacity", "hcl2", "lark", "watchfiles", "asyncio"),
@@ -184,9 +198,6 @@ def _run_with_agent(args: argparse.Namespace, agent: Any, tmp: Path) -> str:
         ("ctemplate -once -template", [*ct, *once_flags], clear),
         ("ctemplate -once -config (hcl)", [*ct, *config_flags], clear),
     ]
-    walls: dict[str, tuple[float, float]] = {}
-    for label, argv, before in rows:
-        walls[label] = median_wall(argv, args.runs, before)
     # The output must be right, or the timing means nothing.
     clear()
     timed([*ct, *once_flags])
@@ -202,7 +213,69 @@ def _run_with_agent(args: argparse.Namespace, agent: Any, tmp: Path) -> str:
         "once": median_imports([*script, *once_flags], args.import_runs, clear),
         "once-config": median_imports([*script, *config_flags], args.import_runs, clear),
     }
-    return report(args, agent, walls, imports)
+    floor = tmp / "floor.py"
+    floor.write_text(floor_script(imports["once"]))
+    rows.append((FLOOR, [py, str(floor)], None))
+    walls: dict[str, tuple[float, float]] = {}
+    for label, argv, before in rows:
+        walls[label] = median_wall(argv, args.runs, before)
+    rss = {} if args.no_rss else idle_rss(agent, tmp, ct, args.idle)
+    return report(args, agent, walls, imports, rss)
+
+
+FLOOR = "python + -once's imports (floor)"
+
+
+def floor_script(mods: dict[str, tuple[int, float]]) -> str:
+    """A script importing the modules ``-once`` imported that are not ctemplate's (in the
+    order they finished importing; those an import tried and lost are skipped)."""
+    names = [m for m in mods if not m.startswith(("ctemplate", "__editable__"))]
+    lines = [f"try:\n    import {m}\nexcept ImportError:\n    pass" for m in names]
+    return "\n".join(lines) + "\n"
+
+
+def idle_rss(agent: Any, tmp: Path, ct: Sequence[str], idle: float) -> dict[str, int]:
+    """VmRSS (KiB) of a daemon ``idle`` seconds after its first render: one ``key()``, 1,000
+    ``key()`` calls in one template, and the same 1,000 in Go syntax (a ``.ctmpl`` file)."""
+    keys = [f"bench/rss/k{i:04d}" for i in range(1000)]
+    for start in range(0, len(keys), 64):  # a transaction holds at most 64 operations
+        value = "dmFsdWU="  # base64 of "value"
+        agent.txn(
+            [{"KV": {"Verb": "set", "Key": k, "Value": value}} for k in keys[start : start + 64]]
+        )
+    out: dict[str, int] = {}
+    cases = (("one key()", keys[:1], False), ("1,000 key()", keys, False), ("1,000 Go", keys, True))
+    for label, used, go in cases:
+        src = tmp / ("rss.ctmpl" if go else "rss.j2")
+        call = '{{{{ key "{}" }}}}\n' if go else '{{{{ key("{}") }}}}\n'
+        src.write_text("".join(call.format(k) for k in used))
+        dest = tmp / "rss.out"
+        dest.unlink(missing_ok=True)
+        argv = [*ct, "-consul-addr", agent.http_addr, "-template", f"{src}:{dest}"]
+        proc = subprocess.Popen(
+            [*argv, "-log-level", "warn"],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not dest.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the daemon did not render ({label})")
+                time.sleep(0.05)
+            time.sleep(idle)
+            out[label] = rss_kib(proc.pid)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if dest.read_text().count("value") != len(used):
+            raise RuntimeError(f"wrong output ({label}):\n{dest.read_text()[:500]}")
+    return out
 
 
 def report(
@@ -210,6 +283,7 @@ def report(
     agent: Any,
     walls: dict[str, tuple[float, float]],
     imports: dict[str, dict[str, tuple[int, float]]],
+    rss: dict[str, int],
 ) -> str:
     base = walls["python -c pass"][0]
     lines = [
@@ -226,10 +300,13 @@ def report(
             else "cached (.pyc under a private PYTHONPYCACHEPREFIX, as an installed package)"
         ),
         "",
-        f"{'':32}{'median ms':>10}{'min ms':>9}{'- python':>10}",
+        f"{'':34}{'median ms':>10}{'min ms':>9}{'- python':>10}{'x python':>10}",
     ]
     for label, (med, low) in walls.items():
-        lines.append(f"{label:32}{med * 1000:10.1f}{low * 1000:9.1f}{(med - base) * 1000:10.1f}")
+        lines.append(
+            f"{label:34}{med * 1000:10.1f}{low * 1000:9.1f}{(med - base) * 1000:10.1f}"
+            f"{med / base:9.1f}x"
+        )
     lines += ["", f"imports (python -X importtime, median of {args.import_runs} runs, ms)"]
     header = f"{'':14}" + "".join(f"{m:>11}" for m in SHOW)
     lines.append(header)
@@ -257,6 +334,9 @@ def report(
     lines += ["", f"top-level imports of '-once' (sum {total / 1000:.1f} ms):"]
     for t, n in top[: args.top]:
         lines.append(f"  {t / 1000:8.1f} ms  {n}")
+    if rss:
+        lines += ["", f"idle RSS of a daemon, {args.idle:g} s after its first render (VmRSS)"]
+        lines += [f"  {label:14}{kib / 1024:7.1f} MiB" for label, kib in rss.items()]
     return "\n".join(lines)
 
 
@@ -270,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--import-runs", type=int, default=5, help="-X importtime runs per command")
     p.add_argument("--instances", type=int, default=5, help="service instances to seed")
     p.add_argument("--top", type=int, default=12, help="top-level imports to list")
+    p.add_argument("--idle", type=float, default=3.0, help="seconds idle before reading RSS")
+    p.add_argument("--no-rss", action="store_true", help="skip the daemons' idle RSS")
     p.add_argument(
         "--no-pyc-cache",
         action="store_true",

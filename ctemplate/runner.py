@@ -90,6 +90,8 @@ def _engine(config: Config) -> TemplateEngines:
 
 @dataclass(eq=False)
 class _Unit:
+    """One template of the configuration and its state in the runner."""
+
     config: TemplateConfig
     compiled: Compiled
     queries: dict[str, Query] = field(default_factory=dict)  # used in the last execution

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -637,6 +638,22 @@ def _note_parser_build() -> None:
             "takes a few seconds, then cached in %s)",
             PARSER_FILE,
         )
+
+
+def release_hcl_parser() -> bool:
+    """Drop python-hcl2's parser once the files are read; whether there was one to drop.
+
+    python-hcl2 keeps it, with its LALR tables, for the process' life (an ``lru_cache``);
+    dropped and collected, a one-template daemon with an HCL file idles 1.5 MiB lower (44.2 ->
+    42.7 MiB). A daemon reads its files again only on a reload, which builds the parser again
+    from python-hcl2's cache file (~0.1 s).
+    """
+    module = sys.modules.get("hcl2.parser")  # imported only once an HCL file was parsed
+    clear = getattr(getattr(module, "parser", None), "cache_clear", None)
+    if clear is None:
+        return False
+    clear()
+    return True
 
 
 def _parse_hcl(text: str, name: str) -> dict[str, Any]:

@@ -163,6 +163,8 @@ def _auth(value: str, where: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Spec:
+    """One command-line flag: the Flags attribute it sets, its usage text, its parser."""
+
     attr: str
     metavar: str  # "" for booleans
     help: str

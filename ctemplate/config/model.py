@@ -28,6 +28,8 @@ class WaitConfig:
 
 @dataclass(frozen=True, slots=True)
 class RetryConfig:
+    """``consul { retry { ... } }``: how failed requests to Consul are retried."""
+
     enabled: bool = True
     # 0 = retry forever. None = not set: unlimited in daemon mode, 12 with -once.
     attempts: int | None = None
@@ -37,6 +39,8 @@ class RetryConfig:
 
 @dataclass(frozen=True, slots=True)
 class SSLConfig:
+    """``consul { ssl { ... } }``: TLS to the agent (off: plain HTTP)."""
+
     enabled: bool = False
     verify: bool = True
     cert: str | None = None
@@ -48,6 +52,8 @@ class SSLConfig:
 
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
+    """``consul { auth { ... } }``: HTTP basic authentication (the password is never shown)."""
+
     enabled: bool = False
     username: str = ""
     password: str = field(default="", repr=False)
@@ -55,6 +61,8 @@ class AuthConfig:
 
 @dataclass(frozen=True, slots=True)
 class ConsulConfig:
+    """The ``consul`` block: which agent, with which token, how many connections."""
+
     address: str = "127.0.0.1:8500"
     token: str = field(default="", repr=False)  # never logged
     token_file: str | None = None
@@ -67,6 +75,8 @@ class ConsulConfig:
 
 @dataclass(frozen=True, slots=True)
 class TemplateConfig:
+    """One ``template`` block (or ``-template`` flag): source, destination, commands."""
+
     destination: str
     source: str | None = None  # path to the template file
     contents: str | None = None  # inline template text (exactly one of source/contents)
@@ -209,6 +219,8 @@ class ExecConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """The whole configuration: flags over files over defaults, checked and final."""
+
     consul: ConsulConfig = ConsulConfig()
     dedup: DedupConfig = DedupConfig()
     templates: tuple[TemplateConfig, ...] = ()

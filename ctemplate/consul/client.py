@@ -41,6 +41,8 @@ logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 @dataclass(frozen=True, slots=True)
 class ConsulResponse:
+    """A decoded answer and the headers a blocking query needs for the next one."""
+
     data: Any  # decoded JSON, or None for a 404
     index: int  # X-Consul-Index (0 when absent)
     last_contact: float  # seconds, X-Consul-LastContact

@@ -29,6 +29,8 @@ __all__ = ["Plan", "kv_group", "plan"]
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """How a set of queries is fetched: dedicated polls, shared KV prefixes, sentinels."""
+
     dedicated: tuple[Query, ...] = ()
     # (dc, prefix) -> queries answered from one recursive KV read
     kv: dict[tuple[str | None, str], tuple[Query, ...]] = field(default_factory=dict)

@@ -141,6 +141,8 @@ def _at(dc: str | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class HealthServiceQuery(Query):
+    """``service("[tag.]name[@dc][~near][|filter,...]")``: the healthy instances."""
+
     name: str
     tag: str | None = None
     dc: str | None = None
@@ -195,6 +197,8 @@ class HealthConnectQuery(HealthServiceQuery):
 
 @dataclass(frozen=True, slots=True)
 class CatalogServicesQuery(Query):
+    """``services("[@dc]")``: every service name of a datacenter and its tags."""
+
     dc: str | None = None
 
     def __str__(self) -> str:
@@ -278,6 +282,8 @@ class CatalogNodeQuery(Query):
 
 @dataclass(frozen=True, slots=True)
 class CatalogNodesQuery(Query):
+    """``nodes("[@dc][~near]")``: the nodes of a datacenter."""
+
     dc: str | None = None
     near: str | None = None
 
@@ -300,6 +306,8 @@ class CatalogNodesQuery(Query):
 
 @dataclass(frozen=True, slots=True)
 class ConnectCARootsQuery(Query):
+    """``caRoots()``: the Connect CA's root certificates."""
+
     dc: str | None = None
 
     def __str__(self) -> str:
@@ -314,6 +322,8 @@ class ConnectCARootsQuery(Query):
 
 @dataclass(frozen=True, slots=True)
 class ConnectCALeafQuery(Query):
+    """``caLeaf("service")``: a Connect leaf certificate for a service."""
+
     service: str
     dc: str | None = None
 

@@ -43,12 +43,16 @@ def _tags(value: Any) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Weights:
+    """A service instance's DNS weights (passing / warning)."""
+
     Passing: int = 1
     Warning: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class HealthCheck:
+    """One health check of a node or a service instance, as Consul reports it."""
+
     Node: str
     CheckID: str
     Name: str

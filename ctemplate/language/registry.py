@@ -36,6 +36,8 @@ Kind = Literal["helper", "data", "local"]
 
 @dataclass(frozen=True, slots=True)
 class Function:
+    """A template function: its implementation, kind and forms in each syntax."""
+
     name: str
     impl: Callable[..., Any]
     kind: Kind

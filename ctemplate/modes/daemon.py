@@ -11,13 +11,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ..config.model import WatchConfig
-from ..consul.client import ConsulClient
-from ..consul.retry import WatchSettings
 from ..errors import ConsulError
-from .handlers import make_handler
-from .watch import WatchLoop, WatchStats
+
+if TYPE_CHECKING:  # imported in start(): a run without watch blocks (every -once) needs neither
+    from ..config.model import WatchConfig
+    from ..consul.client import ConsulClient
+    from ..consul.retry import WatchSettings
+    from .watch import WatchLoop, WatchStats
 
 __all__ = ["WatchSet"]
 
@@ -37,12 +39,16 @@ class WatchSet:
         self, watches: tuple[WatchConfig, ...], client: ConsulClient, settings: WatchSettings
     ) -> None:
         self.watches = watches
+        if not watches:
+            return
+        from .handlers import make_handler
+        from .watch import WatchLoop
+
         for watch in watches:
             loop = WatchLoop(watch, client, settings, make_handler(watch))
             self._loops.append(loop)
             self._tasks.append(asyncio.create_task(self._run(loop), name=f"watch {loop.name}"))
-        if watches:
-            log.info("(watch) %d watch(es) started", len(watches))
+        log.info("(watch) %d watch(es) started", len(watches))
 
     async def _run(self, loop: WatchLoop) -> None:
         try:

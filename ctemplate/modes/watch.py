@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from tenacity import RetryError
-
 from ..config.model import WATCH_TYPE_PARAMS, WatchConfig
 from ..consul.client import ConsulClient, ConsulResponse
 from ..consul.retry import WatchSettings, gave_up, retrying
@@ -347,6 +345,8 @@ class WatchLoop:
                     await self._runner
 
     async def _fetch(self, index: int) -> ConsulResponse:
+        from tenacity import RetryError  # not at import: a daemon without watches never needs it
+
         s = self.settings
         try:
             async for attempt in retrying(s):

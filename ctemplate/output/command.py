@@ -33,6 +33,8 @@ _GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 
 @dataclass(frozen=True, slots=True)
 class CommandResult:
+    """How a command ended: exit status, its output and how long it ran."""
+
     returncode: int
     stdout: str
     stderr: str

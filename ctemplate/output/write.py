@@ -61,6 +61,8 @@ _MAX_LINKS = 40  # as the kernel's limit on symlinks in one path
 
 @dataclass(frozen=True, slots=True)
 class RenderResult:
+    """What writing a rendered template did to its destination."""
+
     changed: bool  # the destination now has new bytes (or would have, in dry mode)
     written: bool  # the file was actually replaced
 

@@ -122,6 +122,13 @@ class GoTemplate:
         """The tree of template ``name`` (a define, a block, or the text itself), or None."""
         return self.trees.get(name)
 
+    def compile(self) -> dict[str, Stmt]:
+        """Compile every template of the set, once (the first :meth:`execute` does it if this
+        was not called before)."""
+        if self._compiled is None:
+            self._compiled = compile_trees(self.trees)
+        return self._compiled
+
     def execute(
         self,
         data: Any,
@@ -132,10 +139,9 @@ class GoTemplate:
         template: str | None = None,
     ) -> str:
         """Run the template (or the defined ``template``) and return its output."""
-        if self._compiled is None:
-            self._compiled = compile_trees(self.trees)
+        compiled = self.compile()
         return run(
-            self._compiled,
+            compiled,
             self.text,
             self.name,
             self.name if template is None else template,
