@@ -678,9 +678,9 @@ class Runner:
                 continue
             # Data that arrived while it ran (values are replaced, never changed in place).
             # Deliveries count in watcher.changes, removals shrink the cache: neither moved,
-            # nothing arrived (1,000 keys used: no 1,000 comparisons per change).
-            moved = unit.running_gen != (watcher.changes, len(watcher.data))
-            if moved or (unit.dedup_id is not None and self._dedup is not None):
+            # nothing arrived (1,000 keys used: no 1,000 comparisons per change). A follower's
+            # shared data arriving meanwhile has made it dirty already (_on_dedup).
+            if unit.running_gen != (watcher.changes, len(watcher.data)):
                 current = self._unit_data(unit, watcher.data)
                 if any(current.get(k, _ABSENT) is not seen.get(k, _ABSENT) for k in execution.used):
                     unit.dirty = True
