@@ -34,8 +34,9 @@ difference from the previous payload (:mod:`.delta`); the follower applies it an
 result against the new hash, again without a request to the servers. Otherwise, or when the
 difference does not fit what the follower holds, it reads the data key once. The event is
 authenticated with an HMAC keyed by the previous payload's full hash (known only to those who
-could read the data), and every follower also reads the data key once per ``block_query_wait``
-without events, so a lost or forged event costs at most a read, never a wrong file.
+could read the data), sent twice (gossip loses a few events in a thousand), and every follower
+also reads the data key once per ``block_query_wait`` without events, so a lost or forged event
+costs at most a read, never a wrong file.
 
 One Consul session per process (TTL ``ttl``, ``Behavior = "delete"``, lock delay 1 ms), held only
 while the process leads a template or tries to take a free lock (a follower of everything renews
