@@ -265,17 +265,26 @@ def _start_execution(
     not two).
 
     ``write(text, visible)`` returns whether the file changed (None: not written, ctemplate is
-    stopping) and calls ``visible()`` once the
-    new file is in place: the future is settled then, and the directory's fsync that follows
-    settles ``_Outcome.synced``, which a command of the file waits for (output/write.py). The
-    write is skipped if the unit's result is to be discarded by then (a reload or an edit of
-    the template while it ran)."""
+    stopping) and calls ``visible()`` once the new file is in place: the future is settled
+    then. When the template has a command, the directory's fsync that follows settles
+    ``_Outcome.synced``, which the command waits for (output/write.py); without one nothing
+    waits for it, and the worker posts nothing more to the loop. The write is skipped if the
+    unit's result is to be discarded by then (a reload or an edit of the template while it
+    ran).
+
+    The budget's watchdog is not woken for each execution: a timer on the loop wakes it only
+    for one still running after the watchdog's polling period (most end within a
+    millisecond, and a wake-up of that thread per change costs more than the execution)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[_Outcome] = loop.create_future()
     compiled, tc, context = unit.compiled, unit.config, contextvars.copy_context()
-    synced: asyncio.Future[None] | None = loop.create_future() if write is not None else None
+    synced: asyncio.Future[None] | None = (
+        loop.create_future() if write is not None and tc.command else None
+    )
+    shown = False  # visible() was called: the file is in place
 
     def settle(result: _Outcome | None, error: BaseException | None) -> None:
+        watch.cancel()
         if future.done():
             return
         if error is not None:
@@ -288,6 +297,7 @@ def _start_execution(
             loop.call_soon_threadsafe(fn, *args)
 
     def work() -> None:
+        nonlocal shown
         try:
             execution = context.run(
                 budget.run,
@@ -296,6 +306,7 @@ def _start_execution(
                 name=compiled.name,
                 timeout=tc.execution_timeout,
                 max_size=tc.execution_max_size,
+                wake=False,
             )
         except BaseException as exc:  # a bug: the pass reports it as the template's failure
             post(settle, None, exc)
@@ -304,9 +315,11 @@ def _start_execution(
         if write is None or not execution.complete or unit.discard:
             post(settle, outcome, None)
             return
-        assert execution.text is not None and synced is not None
+        assert execution.text is not None
 
         def visible() -> None:
+            nonlocal shown
+            shown = True
             outcome.written = outcome.changed = True
             outcome.synced = synced
             post(settle, outcome, None)
@@ -316,10 +329,11 @@ def _start_execution(
             changed = context.run(write, execution.text, visible)
         except BaseException as exc:  # reported by the pass as the write's failure
             changed = False
-            if outcome.synced is None:  # (after visible(): the file is in place)
+            if not shown:  # (after visible(): the file is in place)
                 outcome.written, outcome.error = True, exc
-        if outcome.synced is not None:
-            post(_set_result, synced)
+        if shown:
+            if synced is not None:
+                post(_set_result, synced)
             return
         if changed is None:  # ctemplate is stopping: nothing was written
             post(settle, outcome, None)
@@ -327,6 +341,7 @@ def _start_execution(
         outcome.written, outcome.changed = True, changed
         post(settle, outcome, None)
 
+    watch = loop.call_later(budget.POLL, budget.wake)
     _workers.submit(work)
     return future
 

@@ -1,4 +1,5 @@
-"""The HTTP client for Consul: blocking GETs over one shared ``httpx.AsyncClient``.
+"""The HTTP client for Consul: blocking GETs straight to httpcore's connection pool, other
+requests through an ``httpx.AsyncClient`` over the same pool (``transport.py``).
 
 Errors are translated here, at the boundary, into :class:`ConsulError` whose message names the
 method, path (the token is sent in a header and never appears), status, the first line of the
@@ -17,18 +18,22 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+import zlib
+from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlencode
+from typing import Any, cast
+from urllib.parse import quote, urlencode
 
+import httpcore
 import httpx
 
 from ..config import ConsulConfig
 from ..errors import ConsulError
+from .transport import PoolTransport, SocketBackend, httpx_errors
 
 __all__ = ["ConsulClient", "ConsulResponse", "base_url"]
 
@@ -107,29 +112,34 @@ class ConsulClient:
             extensions["sni_hostname"] = config.ssl.server_name
         self._extensions = extensions
         # One connection pool (the budget) for everything: blocking GETs go to it directly
-        # (get()), other requests through the client around it.
-        self._transport = httpx.AsyncHTTPTransport(
-            verify=verify,
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            trust_env=False,
+        # (get()), other requests through the httpx client around it. Plain HTTP runs on
+        # asyncio's socket calls (transport.SocketBackend); TLS on httpcore's default back end.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=verify if isinstance(verify, ssl.SSLContext) else None,
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=5.0,
+            network_backend=None if config.ssl.enabled else SocketBackend(),
         )
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
             auth=auth,
             timeout=httpx.Timeout(10.0, pool=None),
-            transport=self._transport,
+            transport=PoolTransport(self._pool),
             trust_env=False,
         )
-        # What the client would add to each GET (its defaults, the token, basic auth), once;
-        # names in lower case, as httpx keeps them.
+        # What every GET carries (the client's defaults, the token, basic auth), encoded once.
+        # Only gzip is offered: Consul compresses with nothing else.
         get_headers = dict(self._http.headers)
+        get_headers["accept-encoding"] = "gzip"
         if config.auth.enabled:
             userpass = f"{config.auth.username}:{config.auth.password}".encode()
             get_headers["authorization"] = "Basic " + base64.b64encode(userpass).decode()
         self._get_headers = get_headers
+        origin = httpx.URL(self.base_url)
+        self._origin = (origin.raw_scheme, origin.raw_host, origin.port)
+        self._raw_headers = [(b"host", origin.netloc), *_encode_headers(get_headers)]
         self.available = True
         # Set by the owner (the runner) from its retry settings: what the outage warning says
         # happens next, and whether each retry is worth a warning (a bounded retry budget).
@@ -143,8 +153,14 @@ class ConsulClient:
         self._down_since = 0.0
         self._failures = 0
 
+    def _raw_headers_with(self, headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+        """The GET headers with a watch's own (its token replaces the default one)."""
+        mine = {k.lower(): v for k, v in headers.items()}
+        merged = {k: v for k, v in self._get_headers.items() if k not in mine}
+        return [self._raw_headers[0], *_encode_headers({**merged, **mine})]
+
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._http.aclose()  # and the pool under it
 
     async def get(
         self,
@@ -169,7 +185,7 @@ class ConsulClient:
             q["stale"] = ""
         # Consul may hold the answer up to wait + wait/16 of jitter; never cut it short.
         read = wait + wait / 16 + 10.0 if index > 0 else 30.0
-        timeout = httpx.Timeout(10.0, read=read, pool=None)
+        timeout = {"connect": 10.0, "read": read, "write": 10.0, "pool": None}
         self.requests += 1
         # httpx's read timeout bounds each read; an answer trickling in a byte every few seconds
         # would never be cut. The whole answer gets the same bound, counted from the moment the
@@ -184,30 +200,37 @@ class ConsulClient:
                 # up at each step, so the later steps (ten or so awaits) skip it.
                 request.extensions.pop("trace", None)
 
-        # Sent to the connection pool directly: what httpx.AsyncClient.send adds around it
-        # (building the URL from base, path and params in three parses, auth and redirect
-        # flows, cookies) costs ~15-20% of a GET's CPU and does nothing for these requests.
+        # Sent to the connection pool directly: what httpx adds around it (its client's URL
+        # building from base, path and params in three parses, auth and redirect flows,
+        # cookies; its request and response models) costs about a third of a GET's CPU and
+        # does nothing for these requests.
         query = urlencode(q, doseq=True)
-        request = httpx.Request(
-            "GET",
-            f"{self.base_url}{path}?{query}" if query else f"{self.base_url}{path}",
-            headers=(
-                self._get_headers
-                if not headers
-                else {**self._get_headers, **{k.lower(): v for k, v in headers.items()}}
-            ),
-            extensions={**self._extensions, "timeout": timeout.as_dict(), "trace": trace},
-        )
+        target = _quote_path(path) + ("?" + query if query else "")
+        scheme, host, port = self._origin
         try:
+            request = httpcore.Request(
+                b"GET",
+                httpcore.URL(scheme=scheme, host=host, port=port, target=target.encode("ascii")),
+                headers=self._raw_headers if not headers else self._raw_headers_with(headers),
+                extensions={**self._extensions, "timeout": timeout, "trace": trace},
+            )
             async with deadline:
                 # Streamed into a local buffer: a read response holds its body in a reference
                 # cycle (response <-> stream), so a large answer (megabytes for thousands of
                 # instances) would stay in memory until the garbage collector ran.
-                resp = await self._transport.handle_async_request(request)
-                try:
-                    body = b"".join([chunk async for chunk in resp.aiter_bytes()])
-                finally:
-                    await resp.aclose()
+                with httpx_errors():
+                    resp = await self._pool.handle_async_request(request)
+                    try:
+                        stream = cast(AsyncIterable[bytes], resp.stream)
+                        body = b"".join([chunk async for chunk in stream])
+                    finally:
+                        await resp.aclose()
+                    answer = {k.lower(): v for k, v in resp.headers}
+                    if answer.get(b"content-encoding") == b"gzip":
+                        try:
+                            body = zlib.decompress(body, wbits=31)
+                        except zlib.error as exc:
+                            raise httpx.DecodingError(f"the gzip body is corrupt: {exc}") from exc
         except TimeoutError as exc:
             if not deadline.expired():
                 raise
@@ -242,8 +265,9 @@ class ConsulClient:
             else:
                 self._note_failure(err)
             raise err from exc
-        if resp.status_code == 404 and path.startswith("/v1/kv/"):
-            if "X-Consul-Index" not in resp.headers:
+        status = resp.status
+        if status == 404 and path.startswith("/v1/kv/"):
+            if b"x-consul-index" not in answer:
                 # Consul sends its index with every KV answer, an absent key included: this is
                 # some other server (a wrong -consul-addr), and waiting for the key is futile.
                 self.failed_requests += 1
@@ -254,23 +278,23 @@ class ConsulClient:
                     status=404,
                 )
             data: Any = None
-        elif resp.status_code != 200:
+        elif status != 200:
             lines = body.decode("utf-8", "replace").strip().splitlines()
             first = lines[0][:200] if lines else ""
-            if resp.status_code == 500 and "no path to datacenter" in first.lower():
+            if status == 500 and "no path to datacenter" in first.lower():
                 # Consul answers fine: the query names a datacenter it does not know. An
                 # error of this query alone, not an outage, and not worth a fast retry.
                 self.failed_requests += 1
                 dc = q.get("dc", "")
                 message = await self._unknown_datacenter(path, dc if isinstance(dc, str) else "")
-                raise ConsulError(message, transient=False, status=resp.status_code)
-            transient = resp.status_code >= 500 or resp.status_code == 429
+                raise ConsulError(message, transient=False, status=status)
+            transient = status >= 500 or status == 429
             err = ConsulError(
-                f"GET {path}: Consul answered {resp.status_code}"
+                f"GET {path}: Consul answered {status}"
                 + (f": {first}" if first else "")
-                + f"; {_hint(resp.status_code)}",
+                + f"; {_hint(status)}",
                 transient=transient,
-                status=resp.status_code,
+                status=status,
             )
             # The agent answered: it is reachable. The failure is this query's (a datacenter
             # that is gone, a 403, no leader); the watcher reports it per query.
@@ -285,12 +309,11 @@ class ConsulClient:
                 self.failed_requests += 1
                 raise err from exc
         self._note_success()
-        h = resp.headers
         return ConsulResponse(
             data=data,
-            index=_int(h.get("X-Consul-Index")),
-            last_contact=_int(h.get("X-Consul-LastContact")) / 1000.0,
-            known_leader=h.get("X-Consul-KnownLeader", "true") == "true",
+            index=_int(answer.get(b"x-consul-index")),
+            last_contact=_int(answer.get(b"x-consul-lastcontact")) / 1000.0,
+            known_leader=answer.get(b"x-consul-knownleader", b"true") == b"true",
         )
 
     async def _unknown_datacenter(self, path: str, dc: str) -> str:
@@ -441,11 +464,31 @@ def _short(error: str) -> str:
     return head
 
 
+def _quote_path(path: str) -> str:
+    """The path as it goes on the wire: characters a URL path may not hold percent-encoded,
+    escapes already there kept (what httpx does to a URL it is given)."""
+    if path.isascii() and _PATH_OK.fullmatch(path):
+        return path
+    return quote(path, safe="/%!$&'()*+,;=:@-._~")
+
+
+_PATH_OK = re.compile(r"[A-Za-z0-9/%!$&'()*+,;=:@\-._~]*")
+
+
+def _encode_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """Header names and values as bytes; a value that cannot be sent (not ASCII, as httpx
+    requires) is an error naming no value (it may be a token)."""
+    try:
+        return [(k.encode("ascii"), v.encode("ascii")) for k, v in headers.items()]
+    except UnicodeEncodeError as exc:
+        raise httpx.LocalProtocolError("a header value is not ASCII") from exc
+
+
 def _seconds(delay: float) -> str:
     return f"{delay:.1f}s" if delay < 10 else f"{delay:.0f}s"
 
 
-def _int(value: str | None) -> int:
+def _int(value: bytes | str | None) -> int:
     try:
         return int(value or 0)
     except ValueError:

@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_POLL = 0.05  # seconds between the watchdog's looks at running executions
+POLL = 0.05  # seconds between the watchdog's looks at running executions
 _REFIRE = 0.5  # seconds before an interrupt is raised again (swallowed by a bare except)
 _MEMORY_FACTOR = 4  # resident memory growth allowed per byte of execution_max_size
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -102,8 +102,11 @@ _rebase = False  # set when an execution stopped for memory has ended
 
 def _rss() -> int:
     try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
+        fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return int(os.read(fd, 256).split()[1]) * _PAGE
+        finally:
+            os.close(fd)
     except (OSError, ValueError, IndexError):
         return 0
 
@@ -158,7 +161,15 @@ def _watch() -> None:
                     f"{_MEMORY_FACTOR} x execution_max_size",
                     now,
                 )
-            _wakeup.wait(_POLL)
+            _wakeup.wait(POLL)
+
+
+def wake() -> None:
+    """Have the watchdog look at the running executions now (and then every :data:`POLL`
+    seconds while any runs)."""
+    with _lock:
+        if _entries:
+            _wakeup.notify()
 
 
 def _start_watchdog() -> None:
@@ -175,8 +186,14 @@ def run(
     name: str,
     timeout: float,
     max_size: int,
+    wake: bool = True,
 ) -> Execution:
     """``execute(data)`` in this (worker) thread under the watchdog.
+
+    With ``wake=False`` the watchdog is not woken now: the caller promises to call
+    :func:`wake` if the execution may still run after :data:`POLL` seconds (the daemon arms a
+    timer on its loop), so that an execution ending sooner costs the watchdog's thread
+    nothing.
 
     An interrupt that the front end did not turn into a template error itself becomes one
     here, naming the template."""
@@ -186,7 +203,8 @@ def run(
     with _lock:
         _start_watchdog()
         _entries[tid] = entry
-        _wakeup.notify()
+        if wake:
+            _wakeup.notify()
     try:
         try:
             return execute(data)

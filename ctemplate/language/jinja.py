@@ -482,5 +482,9 @@ class TemplateEngine:
             message = _with_filter_hint(exc.message or "", env)
             message += _go_hint(text, exc.lineno or 0)
             raise TemplateError(f"{name}:{exc.lineno}: syntax error: {message}") from exc
-        template = env.template_class.from_code(env, code, env.make_globals(None))
+        # A plain dict of the globals, not Jinja's ChainMap over the environment's: each
+        # execution copies them into its context, key by key through Python for a ChainMap
+        # (~90 lookups, a fifth of a small template's execution). This environment is the
+        # template's own and never changes after load.
+        template = env.template_class.from_code(env, code, dict(env.globals))
         return CompiledTemplate(name, template, options, text)
