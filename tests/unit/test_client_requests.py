@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,22 +21,36 @@ import pytest
 
 from ctemplate.config import AuthConfig, ConsulConfig
 from ctemplate.consul.client import ConsulClient
+from ctemplate.errors import ConsulError
 
 
 class _Recorder(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as Consul
     seen: list[tuple[str, dict[str, str]]] = []
+    gzip = False  # compress answers (Consul does when asked)
+    close_after = False  # close each connection once answered (Consul's idle timeout)
 
     def do_GET(self) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
         headers["tokens"] = repr(self.headers.get_all("X-Consul-Token"))  # each one sent
         self.seen.append((self.path, headers))
-        body = json.dumps([{"Key": "a b", "Value": base64.b64encode(b"v").decode()}]).encode()
+        value = base64.b64encode(f"v{len(self.seen)}".encode()).decode()
+        body = json.dumps([{"Key": "a b", "Value": value}]).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("X-Consul-Index", "42")
+        if self.gzip:
+            body = gzip.compress(body)
+            self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        self.wfile.flush()
+        if self.close_after:
+            # As an idle connection timing out: the answer is complete, then the socket closes
+            # with nothing said (no "Connection: close"), before the client's next request.
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
 
     def log_message(self, *_args: Any) -> None:
         pass
@@ -43,6 +59,7 @@ class _Recorder(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     _Recorder.seen = []
+    _Recorder.gzip = _Recorder.close_after = False
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -89,3 +106,52 @@ def test_a_watch_token_replaces_the_default_token(server: str) -> None:
     assert path == "/v1/kv/k"
     assert headers["tokens"] == repr(["watch-token"])  # one token, the watch's
     assert "authorization" not in headers
+
+
+def test_the_path_goes_out_percent_encoded_once(server: str) -> None:
+    # Characters a path may not hold are encoded; escapes already there are kept as they are.
+    _get(ConsulConfig(address=server), "/v1/kv/dir/ä b?#", {"recurse": ""})
+    _get(ConsulConfig(address=server), "/v1/kv/a%2Fb")
+    assert [p for p, _h in _Recorder.seen] == [
+        "/v1/kv/dir/%C3%A4%20b%3F%23?recurse=",
+        "/v1/kv/a%2Fb",
+    ]
+
+
+def test_a_gzip_answer_is_decoded(server: str) -> None:
+    _Recorder.gzip = True
+    resp = _get(ConsulConfig(address=server), "/v1/kv/k")
+    assert (resp.index, base64.b64decode(resp.data[0]["Value"])) == (42, b"v1")
+    assert _Recorder.seen[0][1]["accept-encoding"] == "gzip"
+
+
+def test_a_connection_the_agent_closed_while_idle_is_not_reused(server: str) -> None:
+    """The next GET opens a new connection instead of failing on the dead one."""
+    _Recorder.close_after = True
+
+    async def run() -> list[bytes]:
+        client = ConsulClient(ConsulConfig(address=server), max_connections=1)
+        try:
+            values = []
+            for _ in range(3):
+                resp = await client.get("/v1/kv/k")
+                values.append(base64.b64decode(resp.data[0]["Value"]))
+                await asyncio.sleep(0.05)  # the close reaches the client's socket
+            assert client.available and client.failed_requests == 0
+            return values
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == [b"v1", b"v2", b"v3"]
+
+
+def test_a_refused_connection_names_the_reason_and_what_to_do() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    with pytest.raises(ConsulError) as err:
+        _get(ConsulConfig(address=f"127.0.0.1:{port}"), "/v1/kv/k")
+    assert str(err.value) == (
+        f"GET /v1/kv/k: cannot reach Consul at http://127.0.0.1:{port}: connection refused; "
+        "is the agent running? (set -consul-addr or CONSUL_HTTP_ADDR)"
+    )
