@@ -5,10 +5,11 @@ instances, one service of 5,000 instances), takes the agent's real answers, and 
 of ``--repeat`` runs, ``time.perf_counter``) each step ctemplate takes for one change, next to
 what the raw client does for the same change:
 
-* ``keys-1000``: the recursive read's answer decoded (``json``), handed to the KV-prefix watch
-  (``_KVPrefix._answer``: every member's entry decoded and compared; the two answers alternate,
-  so each call delivers exactly one changed key), the template executed (1,000 ``key()``
-  calls); raw: one key's answer decoded, 1,000 lines formatted;
+* ``keys-1000``: the recursive read's answer decoded (``json``), handed to the KV-prefix watch's
+  answer handler (``_KVAnswers``: every member's raw value compared, the changed one decoded and
+  delivered; the two answers alternate, so each call delivers exactly one changed key), the
+  template executed (1,000 ``key()`` calls); raw: one key's answer decoded, 1,000 lines
+  formatted;
 * ``services-300``: the health sentinel's checks answer decoded and summarised, the summary
   compared with the previous one (one check differs), the one service read again and decoded,
   the template executed; raw: that service's answer decoded, the file formatted;
@@ -20,8 +21,8 @@ what the raw client does for the same change:
 Also the agent's own time to produce each answer (GET, gzip as httpx asks for it, body
 read) and the answer's size on the wire and decoded.
 
-This imports engine internals (``ctemplate.consul.watch._KVPrefix`` and friends) to call them as the
-daemon does; it changes nothing in them.
+This imports engine internals (``ctemplate.consul.watch._KVAnswers`` and friends) to call them as
+the daemon does; it changes nothing in them.
 
     .venv/bin/python bench/stages.py
     .venv/bin/python bench/stages.py --repeat 50 --scenarios keys-1000
@@ -87,7 +88,7 @@ def keys_stages(agent: Any, repeat: int) -> list[Row]:
 
     from ctemplate.consul.client import ConsulResponse
     from ctemplate.consul.queries import parse_key
-    from ctemplate.consul.watch import _KVPrefix
+    from ctemplate.consul.watch import _KVAnswers
 
     sc = Keys()
     sc.seed(agent)
@@ -121,21 +122,18 @@ def keys_stages(agent: Any, repeat: int) -> list[Row]:
     )
     members = tuple(parse_key("key", f"{sc.prefix}{i}", block=True) for i in range(sc.count))
     w = make_watcher([str(q) for q in members])
-    prefix = _KVPrefix.__new__(_KVPrefix)
-    prefix.watcher = w
-    prefix.members = members
-    prefix._delivered = [None] * len(members)  # as _KVPrefix.__init__ sets it
+    handler = _KVAnswers(w, members)  # what _KVPrefix hands each answer to
     answers = [ConsulResponse(data_a, 1, 0.0, True), ConsulResponse(data_b, 2, 0.0, True)]
     turn = [0]
 
     def answer() -> None:
         turn[0] ^= 1
-        prefix._answer(answers[turn[0]])
+        handler(answers[turn[0]])
 
     answer()
     before = w.changes
     rows.append(
-        ("_KVPrefix._answer (1,000 members, 1 changed)", timed(answer, repeat), "ctemplate")
+        ("_KVAnswers: deliver (1,000 members, 1 changed)", timed(answer, repeat), "ctemplate")
     )
     assert w.changes > before
     tmpl = compile_template(sc.template)

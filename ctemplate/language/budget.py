@@ -44,7 +44,7 @@ from types import FunctionType
 from typing import Any, TypeVar
 
 from jinja2.compiler import CodeGenerator
-from jinja2.nodes import Impossible
+from jinja2.nodes import Impossible, TemplateData
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import TemplateError
@@ -317,8 +317,11 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
         _check_widths("the operator '%'", left, right, limit)
 
 
+_SIZED_MAP = (*_SIZED, dict)
+
+
 def _check_size(what: str, value: Any, limit: int) -> None:
-    if isinstance(value, (*_SIZED, dict)) and len(value) > limit:
+    if isinstance(value, _SIZED_MAP) and len(value) > limit:
         raise _too_big(what, len(value), limit)
 
 
@@ -406,7 +409,25 @@ class _RuntimeOnly(CodeGenerator):
     Here everything is left to the execution (the optimizer is off too: ``optimized=False``)."""
 
     def _output_child_to_const(self, node: Any, frame: Any, finalize: Any) -> str:
+        if type(node) is TemplateData:
+            # The template's own text between tags: a literal, nothing to evaluate. Output as a
+            # constant (as plain Jinja does), not through finalize() at each execution.
+            return super()._output_child_to_const(node, frame, finalize)
         raise Impossible()
+
+    def visit_Concat(self, node: Any, frame: Any) -> None:
+        """``a ~ b`` as ``"%s%s" % (a, b)``: the same ``str()`` of each operand as Jinja's
+        ``str_join`` (what ``%s`` does), in one C operation instead of a Python call, a ``map``
+        and a join: ``key("app/" ~ name)`` in a loop of 1,000 is ~0.4 ms faster. An
+        ``{% autoescape %}`` context keeps Jinja's own (Markup-aware) join."""
+        if frame.eval_ctx.volatile or frame.eval_ctx.autoescape:
+            super().visit_Concat(node, frame)
+            return
+        self.write(f"({'%s' * len(node.nodes)!r} % (")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
 
     def visit_EvalContextModifier(self, node: Any, frame: Any) -> None:
         for keyword in node.options:
@@ -441,27 +462,39 @@ class BudgetHooks:
     # sets it to ctemplate's own template functions): see :meth:`call`.
     direct_calls: frozenset[Callable[..., Any]] = frozenset()
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+    def call(
+        __self,
+        __context: Any,
+        __obj: Any,
+        *args: Any,
+        _loop_vars: Any = None,
+        _block_vars: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        # Jinja passes ``_loop_vars`` (a call inside a loop) and ``_block_vars`` for functions
+        # that take the context; named here, so a direct call needs no dict work for them.
         if type(__obj) is FunctionType and __obj in __self.direct_calls:
             # One of ctemplate's own functions (``key``, ``service``...): not a method of a
             # string or list (nothing for check_call), nothing the sandbox refuses, no context
             # to pass. Calling it directly skips three layers per call, which dominated a
             # template of 1,000 ``key()`` calls. Its result is still checked for size.
-            if kwargs:
-                kwargs.pop("_loop_vars", None)
-                kwargs.pop("_block_vars", None)
             try:
-                result = __obj(*args, **kwargs)
+                result = __obj(*args, **kwargs) if kwargs else __obj(*args)
             except StopIteration:  # as Jinja's Context.call
                 return __context.environment.undefined(
                     "value was undefined because a callable raised a StopIteration exception"
                 )
         else:
             check_call(__obj, args, kwargs)
+            if _loop_vars is not None:
+                kwargs["_loop_vars"] = _loop_vars
+            if _block_vars is not None:
+                kwargs["_block_vars"] = _block_vars
             result = super().call(__context, __obj, *args, **kwargs)  # type: ignore[misc]
-        limit = _limit()
-        if limit is not None:
-            _check_size(f"{getattr(__obj, '__name__', 'a call')}()", result, limit)
+        p = current.get(None)
+        if p is not None and isinstance(result, _SIZED_MAP) and len(result) > p.options.max_size:
+            what = f"{getattr(__obj, '__name__', 'a call')}()"  # (only when refused)
+            raise _too_big(what, len(result), p.options.max_size)
         return result
 
 

@@ -33,7 +33,6 @@ __all__ = [
     "options_for",
     "read_source",
     "recall",
-    "recall_as",
 ]
 
 
@@ -114,18 +113,6 @@ def recall(query: Query) -> tuple[bool, Any]:
     p.execution.used[key] = query
     if key in p.data:
         return True, p.data[key]
-    p.execution.missing[key] = query
-    return False, None
-
-
-def recall_as(query: Query, key: str) -> tuple[bool, Any]:
-    """:func:`recall` with ``key == str(query)`` already known (a template with 1,000 ``key()``
-    calls builds 1,000 query keys per execution otherwise)."""
-    p = current.get()
-    p.execution.used[key] = query
-    data = p.data
-    if key in data:
-        return True, data[key]
     p.execution.missing[key] = query
     return False, None
 

@@ -31,7 +31,7 @@ from ..consul.queries import (
 )
 from ..errors import TemplateError
 from . import local
-from .execution import current, lookup, missing, recall, recall_as
+from .execution import current, lookup, missing, recall
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,32 @@ def _key_query(text: str) -> tuple[KVGetQuery, str]:
     return query, str(query)
 
 
+_ABSENT = object()
+
+
 def key(path: Any) -> str:
-    """A key's value; the template waits until the key exists."""
-    if path == "":
+    """A key's value; the template waits until the key exists.
+
+    :func:`.execution.recall` written out: a template may call it a thousand times per
+    execution (one query key built per text, once; one context lookup per call)."""
+    if type(path) is str:
+        if not path:
+            return ""
+        query, cache_key = _key_query(path)
+    else:
+        if path == "":
+            return ""
+        query, cache_key = _key_query(str(path))
+    p = current.get()
+    execution = p.execution
+    execution.used[cache_key] = query
+    value = p.data.get(cache_key, _ABSENT)
+    if value is _ABSENT:
+        execution.missing[cache_key] = query
         return ""
-    found, value = recall_as(*_key_query(str(path)))
-    return "" if not found or value is None else str(value)
+    if type(value) is str:
+        return value
+    return "" if value is None else str(value)
 
 
 def key_exists(path: Any) -> bool:

@@ -169,8 +169,13 @@ def _printable(value: Any) -> Any:
     return value
 
 
+# What ``{{ }}`` prints as it is: nearly every printed value. Checked by exact type first (a
+# dict lookup), before the isinstance() checks (Mapping's is an ABC check: slow).
+_PRINTED_AS_IS = frozenset({str, int, float, bool, type(None)})
+
+
 def _finalize(value: Any) -> Any:
-    if isinstance(value, str):  # nearly every printed value: the cheap check first
+    if type(value) in _PRINTED_AS_IS:
         return value
     return _printable(value) if isinstance(value, tuple | list | Mapping) else value
 
@@ -289,16 +294,24 @@ class CompiledTemplate:
         execution = Execution()
         deadline = time.monotonic() + self._options.timeout
         token = current.set(Pass(data, execution, self._options, deadline=deadline))
+        template = self._template
         try:
             # Chunk by chunk, so that the output's size and the deadline are checked as it grows.
-            chunks = []
+            # The render function itself, not Template.generate() (one generator less per chunk:
+            # thousands per execution), with generate()'s handling of an exception (the
+            # traceback rewritten to the template's file and line).
+            chunks: list[str] = []
+            append = chunks.append
             pending = 0
-            for chunk in self._template.generate():
-                chunks.append(chunk)
-                pending += len(chunk)
-                if pending > 4096:  # every 4 KiB of output, or at once for a big chunk
-                    check_budget(pending)
-                    pending = 0
+            try:
+                for chunk in template.root_render_func(template.new_context()):
+                    append(chunk)
+                    pending += len(chunk)
+                    if pending > 4096:  # every 4 KiB of output, or at once for a big chunk
+                        check_budget(pending)
+                        pending = 0
+            except Exception:
+                template.environment.handle_exception()
             check_budget(pending)
             execution.text = "".join(chunks)
         except budget.Interrupted:  # by the watchdog (execution_timeout, memory, a stop)

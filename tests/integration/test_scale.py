@@ -74,6 +74,67 @@ def test_three_hundred_keys_within_the_budget(consul, unique, tmp_path):
     assert 0 < conns.peak <= 8, conns.peak
 
 
+def test_twelve_hundred_keys_through_one_prefix_read(consul, unique, tmp_path):
+    """Promise: past 1,000 `key` dependencies answered by one recursive read (only what changed
+    is decoded again), the file follows every change exactly: a value rewritten with the same
+    bytes changes nothing, a value that is not UTF-8 renders with U+FFFD, a deleted key holds
+    the file until it is back, and keyOrDefault() on a key that key() also reads follows it."""
+    n = 1200
+    prefix = f"{unique}/many/"
+    _seed_keys(consul, prefix, n)
+    src = tmp_path / "t.j2"
+    src.write_text(
+        "{% for i in range(" + str(n) + ") %}\n{{ i }}={{ key('" + prefix + "' ~ i) }}\n"
+        "{% endfor %}\n"
+        "d={{ keyOrDefault('" + prefix + "1100', 'none') }}\n"
+        "x={{ keyOrDefault('" + prefix + "extra', 'none') }}\n"
+    )
+    dest = tmp_path / "out"
+    config = tmp_path / "ct.hcl"
+    config.write_text(
+        f'consul {{\n  address = "{consul.http_addr}"\n  max_connections = 8\n}}\n'
+        f'template {{\n  source = "{src}"\n  destination = "{dest}"\n}}\n'
+    )
+    values = {i: f"v0-{i}" for i in range(n)}
+    extra = "none"
+
+    def expected() -> str:
+        lines = "".join(f"{i}={values[i]}\n" for i in range(n))
+        return f"{lines}d={values[1100]}\nx={extra}\n"
+
+    with Daemon(["-config", str(config), "-log-level", "debug"]) as ct:
+
+        def follows(what: str) -> None:
+            wait_for(lambda: read(dest) == expected(), timeout=10, what=what, log=ct.log())
+
+        follows("first render")
+        consul.put_kv(f"{prefix}1100", "changed")
+        values[1100] = "changed"
+        follows("key 1100 changed (key() and keyOrDefault())")
+        # The same bytes again (a new ModifyIndex), then another key: only that one moves.
+        consul.put_kv(f"{prefix}5", "v0-5")
+        consul.put_kv(f"{prefix}1150", "after")
+        values[1150] = "after"
+        follows("key 1150 changed")
+        consul.put_kv(f"{prefix}7", b"caf\xe9")
+        values[7] = "caf\ufffd"
+        follows("a value that is not UTF-8")
+        consul.put_kv(f"{prefix}7", "café")
+        values[7] = "café"
+        follows("the value fixed")
+        # A deleted key makes the template wait: the file stays as it was until it is back.
+        consul.delete_kv(f"{prefix}1199")
+        time.sleep(1)
+        assert read(dest) == expected()
+        consul.put_kv(f"{prefix}1199", "back")
+        values[1199] = "back"
+        follows("key 1199 back")
+        consul.put_kv(f"{prefix}extra", "here")
+        extra = "here"
+        follows("a key keyOrDefault() waited for")
+        assert "1 KV prefixes" in ct.log()
+
+
 def test_service_fan_out_through_the_health_sentinel(consul, unique, tmp_path):
     """Promise: `services()` -> `service(name)` over many services renders and follows check
     changes, new instances and node failures, within the budget."""

@@ -61,6 +61,28 @@ def _run(text: str, *, timeout: float = 5.0, max_size: int = 1 << 20):
     return budget.run(compiled.execute, {}, name=compiled.name, timeout=timeout, max_size=max_size)
 
 
+def test_a_value_returned_by_a_function_is_checked_against_the_size_budget():
+    """key() and the other functions are called directly (not through the sandbox's layers);
+    what they return is still held to execution_max_size."""
+    limit = 1 << 20
+    tc = TemplateConfig(
+        destination="/dev/null",
+        contents='{{ key("small") }}{{ key("big") }}',
+        execution_max_size=limit,
+        origin="t",
+    )
+    compiled = TemplateEngine(Config()).load(tc)
+    data = {"kv.block(small)": "x" * 10, "kv.block(big)": "y" * (limit + 1)}
+    execution = budget.run(compiled.execute, data, name=compiled.name, timeout=5, max_size=limit)
+    assert str(execution.error) == (
+        "t.contents:1: key() would make a value of 1,048,577 bytes or items, past "
+        "execution_max_size (1,048,576); raise execution_max_size if this is meant"
+    )
+    data["kv.block(big)"] = "y" * (limit - 10)
+    execution = budget.run(compiled.execute, data, name=compiled.name, timeout=5, max_size=limit)
+    assert execution.text == "x" * 10 + "y" * (limit - 10)
+
+
 def test_watchdog_stops_a_loop_that_writes_nothing():
     started = time.monotonic()
     execution = _run(

@@ -101,6 +101,36 @@ def test_key_or_default_counts_as_missing_until_answered(tmp_path):
     assert t.execute({}).missing.keys() == {"kv.get(x)"}
 
 
+def test_key_arguments_and_values(tmp_path):
+    """key() of a number, of a string built with ~, of an empty string; a key without a value
+    prints as empty; every use is recorded, and an absent one is missing."""
+    t = _load('{{ key(5) }}|{{ key("a/" ~ 1) }}|{{ key("") }}|{{ key("novalue") }}|\n', tmp_path)
+    data = {"kv.block(5)": "five", "kv.block(a/1)": "one", "kv.block(novalue)": None}
+    ex = t.execute(data)
+    assert ex.text == "five|one|||\n"
+    assert sorted(ex.used) == ["kv.block(5)", "kv.block(a/1)", "kv.block(novalue)"]
+    ex = t.execute({"kv.block(5)": "five"})
+    assert ex.text is None
+    assert sorted(ex.missing) == ["kv.block(a/1)", "kv.block(novalue)"]
+    # An empty value from a missing map key is not the empty string: the query is refused.
+    t = _load("{% set m = {} %}{{ key(m.nothing) }}", tmp_path)
+    assert str(t.execute({}).error) == f'{tmp_path}/t.j2:1: key(""): expected "path[@dc]"'
+
+
+def test_concatenation_prints_each_operand_as_str(tmp_path):
+    """``~`` is ``str()`` of each operand joined (whatever the operands hold: no formatting of
+    ``%`` in them); in an autoescape block, Jinja's Markup-aware join."""
+    t = _load(
+        '{{ 1 ~ none ~ [1, "a"] ~ "%s%d%%" ~ {"k": 1} ~ (1, 2) ~ true ~ 2.5 ~ "é" }}\n'
+        '{% set m = {} %}[{{ "a" ~ m.missing ~ "b" }}]\n'
+        '{% autoescape true %}{{ "<" ~ "b" }}{% endautoescape %}|{{ "<" ~ "b" }}\n',
+        tmp_path,
+    )
+    assert t.execute({}).text == ("1None[1, 'a']%s%d%%{'k': 1}(1, 2)True2.5é\n[ab]\n&lt;b|<b\n")
+    t = _load('x\n{{ "a" ~ nosuch }}\n', tmp_path)
+    assert str(t.execute({}).error) == f"{tmp_path}/t.j2:2: 'nosuch' is undefined"
+
+
 def test_misspelt_field_names_file_line_and_suggestion(tmp_path):
     t = _load('line one\n{% for s in service("web") %}\n{{ s.Adress }}\n{% endfor %}\n', tmp_path)
     ex = t.execute({"health.service(web|passing)": (_svc("n1", "10.0.0.1", 80),)})

@@ -123,17 +123,83 @@ async def test_a_deleted_key_is_waited_for_and_delivered_when_it_comes_back(setu
     assert changed == [str(B)] and watcher.data[str(B)] == "2"
 
 
-async def test_an_answer_that_fails_half_way_is_not_remembered_as_delivered(setup):
+async def test_a_member_that_cannot_be_decoded_is_tried_again_and_the_others_are_delivered(setup):
     watcher, prefix, changed = setup
     good = [_entry("app/a", "1"), _entry("app/b", "2")]
     _answer(prefix, good)
-    # a (a member before b) gets a new value, then b cannot be decoded.
-    bad = [_entry("app/a", "new", 9), dict(_entry("app/b", "2"), Value="x")]
+    # a gets a new value, b's cannot be decoded (not base64), c comes to exist.
+    bad = [_entry("app/a", "new", 9), dict(_entry("app/b", "2"), Value="x"), _entry("app/c", "3")]
     with pytest.raises(ValueError):
         _answer(prefix, bad)
     assert watcher.data[str(A)] == "new" and watcher.data[str(B)] == "2"
+    assert watcher.data[str(C)] == "3"  # a member after the bad one is not held back
     changed.clear()
-    # The next answer is the first one again: a must go back to "1".
+    # The next answer is the first one again: a goes back to "1", c away; b (decoded again,
+    # since its last decoding failed) is unchanged in the cache.
     assert _answer(prefix, good) is True
-    assert changed == [str(A)]
-    assert watcher.data[str(A)] == "1" and watcher.data[str(B)] == "2"
+    assert sorted(changed) == sorted([str(A), str(C)])
+    assert _values(watcher) == {str(A): "1", str(B): "2", str(C): None, str(LIST): []}
+    # And a bad value that stays bad fails each answer, until it is fixed.
+    with pytest.raises(ValueError):
+        _answer(prefix, bad)
+    with pytest.raises(ValueError):
+        _answer(prefix, bad)
+    changed.clear()
+    fixed = [bad[0], _entry("app/b", "fixed", 12), bad[2]]
+    assert _answer(prefix, fixed) is True
+    assert changed == [str(B)]
+    assert _values(watcher) == {str(A): "new", str(B): "fixed", str(C): "3", str(LIST): []}
+
+
+async def test_a_value_rewritten_at_the_same_index_is_delivered(setup):
+    """Raw values are compared, not ``ModifyIndex``: a proxy or a restored snapshot can hand
+    back another value at an index already seen."""
+    watcher, prefix, changed = setup
+    _answer(prefix, [_entry("app/a", "1", 7), _entry("app/b", "2", 7)])
+    changed.clear()
+    assert _answer(prefix, [_entry("app/a", "1", 7), _entry("app/b", "other", 7)]) is True
+    assert changed == [str(B)] and watcher.data[str(B)] == "other"
+
+
+async def test_a_key_with_no_value_and_a_value_that_is_not_utf8(setup):
+    watcher, prefix, changed = setup
+    no_value = dict(_entry("app/a", ""), Value=None)  # a key created without a value
+    not_utf8 = dict(_entry("app/b", ""), Value=base64.b64encode(b"caf\xe9").decode())
+    assert _answer(prefix, [no_value, not_utf8]) is True
+    assert watcher.data[str(A)] == "" and watcher.data[str(B)] == "caf\ufffd"
+    changed.clear()
+    # The value becomes text; the key without a value gets one.
+    assert _answer(prefix, [_entry("app/a", "set"), _entry("app/b", "café")]) is True
+    assert sorted(changed) == sorted([str(A), str(B)])
+    assert _values(watcher)[str(A)] == "set" and watcher.data[str(B)] == "café"
+
+
+async def test_many_members_one_changed_key_is_delivered_to_each_query_on_it():
+    """1,500 keys under one prefix (past the 1,000 of the benchmarks), two queries on one key
+    (``key`` and ``keyOrDefault``): a change reaches exactly the queries on the changed key."""
+    changed: list[str] = []
+    watcher = Watcher(
+        SilentClient(), WatchSettings(max_connections=1), changed.append, lambda _k, _e: None
+    )
+    gets = [KVGetQuery(key=f"big/k{i}", block=True) for i in range(1500)]
+    default = KVGetQuery(key="big/k1200")  # keyOrDefault("big/k1200")
+    watcher.sync({str(q): q for q in (*gets, default)})
+    try:
+        [(_members, prefix)] = watcher._kv.values()
+        entries = [_entry(f"big/k{i}", f"v{i}") for i in range(1500)]
+        assert _answer(prefix, entries) is True
+        assert len(changed) == 1501
+        changed.clear()
+        entries[1200] = _entry("big/k1200", "new", 99)
+        entries[1499] = _entry("big/k1499", "v1499", 99)  # a new index, the same value
+        assert _answer(prefix, entries) is True
+        assert sorted(changed) == sorted([str(gets[1200]), str(default)])
+        assert watcher.data[str(gets[1200])] == watcher.data[str(default)] == "new"
+        assert watcher.data[str(gets[1499])] == "v1499"
+        # k1200 deleted: key() waits again, keyOrDefault() sees it absent.
+        changed.clear()
+        assert _answer(prefix, entries[:1200] + entries[1201:]) is False
+        assert sorted(changed) == sorted([str(gets[1200]), str(default)])
+        assert str(gets[1200]) not in watcher.data and watcher.data[str(default)] is None
+    finally:
+        await watcher.stop()
