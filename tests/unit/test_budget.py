@@ -83,6 +83,24 @@ def test_a_value_returned_by_a_function_is_checked_against_the_size_budget():
     assert execution.text == "x" * 10 + "y" * (limit - 10)
 
 
+def test_the_tilde_operator_is_held_to_the_size_budget():
+    """``~`` is refused before it joins past execution_max_size, as ``+`` is: a string doubled
+    in a loop stops at the limit, not when the watchdog next looks at the process's memory."""
+    doubling = (
+        '{% set ns = namespace(s="x" * 1000) %}{% for i in range(30) %}'
+        "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}"
+    )
+    execution = _run(doubling, max_size=1 << 20)
+    assert str(execution.error) == (
+        "t.contents:1: the operator '~' would make a value of 2,048,000 bytes or items, past "
+        "execution_max_size (1,048,576); raise execution_max_size if this is meant"
+    )
+    assert _run('{{ "a" ~ 1 ~ none ~ [2] }}', max_size=9).text == "a1None[2]"  # 9 characters
+    assert "the operator '~' would make a value of 9 bytes" in str(
+        _run('{{ "a" ~ 1 ~ none ~ [2] }}', max_size=8).error
+    )
+
+
 def test_watchdog_stops_a_loop_that_writes_nothing():
     started = time.monotonic()
     execution = _run(
