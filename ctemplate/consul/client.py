@@ -365,7 +365,7 @@ class ConsulClient:
                 **kwargs,
             )
         except httpx.HTTPError as exc:
-            reason = str(exc) or type(exc).__name__
+            reason = _os_reason(exc) or str(exc) or type(exc).__name__
             err = ConsulError(f"{method} {path}: cannot reach Consul at {self.base_url}: {reason}")
             self.failed_requests += 1
             raise err from exc

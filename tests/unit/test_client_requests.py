@@ -52,6 +52,17 @@ class _Recorder(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
 
+    def do_PUT(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        sent = self.rfile.read(length)
+        self.seen.append((self.path, {"body": sent.decode()}))
+        body = json.dumps({"ID": "s1"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, *_args: Any) -> None:
         pass
 
@@ -172,4 +183,37 @@ def test_a_refused_connection_names_the_reason_and_what_to_do() -> None:
     assert str(err.value) == (
         f"GET /v1/kv/k: cannot reach Consul at http://127.0.0.1:{port}: connection refused; "
         "is the agent running? (set -consul-addr or CONSUL_HTTP_ADDR)"
+    )
+
+
+def test_a_write_goes_through_the_same_pool(server: str) -> None:
+    async def run() -> tuple[int, Any]:
+        client = ConsulClient(ConsulConfig(address=server), max_connections=1)
+        try:
+            await client.get("/v1/kv/k")  # the one connection the budget allows, kept alive
+            return await client.write("PUT", "/v1/session/create", json_body={"TTL": "10s"})
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == (200, {"ID": "s1"})
+    assert _Recorder.seen[-1] == ("/v1/session/create", {"body": '{"TTL": "10s"}'})
+
+
+def test_a_write_to_an_agent_that_is_gone_is_a_consul_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def run() -> None:
+        client = ConsulClient(ConsulConfig(address=f"127.0.0.1:{port}"))
+        try:
+            await client.write("PUT", "/v1/session/create", json_body={})
+        finally:
+            await client.aclose()
+
+    with pytest.raises(ConsulError) as err:
+        asyncio.run(run())
+    assert str(err.value) == (
+        f"PUT /v1/session/create: cannot reach Consul at http://127.0.0.1:{port}: "
+        "connection refused"
     )
