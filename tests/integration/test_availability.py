@@ -123,6 +123,38 @@ def test_runaway_templates_are_stopped_and_the_others_keep_rendering(consul, uni
     assert "Traceback" not in log
 
 
+def test_a_template_that_starts_looping_after_quiet_renders_is_stopped(consul, unique, tmp_path):
+    """Promise: execution_timeout holds for an execution that starts when nothing else runs.
+    The budget's watchdog idles between executions and is woken only for one still running
+    after its polling period (a timer on the loop): here the first renders end at once, the
+    watchdog goes idle, then a change makes the template loop."""
+    k = f"{unique}/mode"
+    consul.put_kv(k, "quick")
+    src = tmp_path / "t.j2"
+    src.write_text(
+        f'{{% if key("{k}") == "loop" %}}{{% for i in range(100000) %}}'
+        "{% for j in range(100000) %}{% endfor %}{% endfor %}{% endif %}"
+        f'mode={{{{ key("{k}") }}}}\n'
+    )
+    dest = tmp_path / "out"
+    config = tmp_path / "ct.hcl"
+    config.write_text(_hcl(consul, _template(src, dest, execution_timeout="1s")))
+    with Daemon(["-config", str(config)]) as ct:
+        wait_for(lambda: read(dest) == "mode=quick\n", what="the first render", log=ct.log())
+        consul.put_kv(k, "quick-again")
+        wait_for(lambda: read(dest) == "mode=quick-again\n", what="a second", log=ct.log())
+        time.sleep(0.5)  # the watchdog has nothing to watch: idle
+        consul.put_kv(k, "loop")
+        wait_for(lambda: _errors(ct.log()), timeout=15, what="the timeout", log=ct.log())
+        consul.put_kv(k, "quick")  # still following
+        wait_for(lambda: read(dest) == "mode=quick\n", what="the next render", log=ct.log())
+        log = ct.log()
+    assert _errors(log) == [
+        f"{src}:1: execution stopped: did not finish within 1s; raise execution_timeout if it "
+        f"needs longer; keeping the last good {dest}"
+    ], log
+
+
 def test_a_template_growing_memory_is_stopped(consul, tmp_path):
     """Promise: a template that grows a list in a loop (each step small) is stopped once the
     process grew by 4 x execution_max_size, with one line naming its file and line."""
