@@ -134,13 +134,13 @@ class ConsulClient:
         # Compression is asked for only from an agent across a network (Consul compresses with
         # gzip alone). From one on this host it would cost CPU on both ends to save nothing: the
         # agent spends ~2.5 ms compressing a 169 KiB answer that loopback carries in far less.
+        origin = httpx.URL(self.base_url)
         get_headers = dict(self._http.headers)
-        get_headers["accept-encoding"] = "identity" if _is_loopback(self.base_url) else "gzip"
+        get_headers["accept-encoding"] = "identity" if _is_loopback(origin.host) else "gzip"
         if config.auth.enabled:
             userpass = f"{config.auth.username}:{config.auth.password}".encode()
             get_headers["authorization"] = "Basic " + base64.b64encode(userpass).decode()
         self._get_headers = get_headers
-        origin = httpx.URL(self.base_url)
         self._origin = (origin.raw_scheme, origin.raw_host, origin.port)
         self._raw_headers = [(b"host", origin.netloc), *_encode_headers(get_headers)]
         self.available = True
@@ -467,9 +467,8 @@ def _short(error: str) -> str:
     return head
 
 
-def _is_loopback(url: str) -> bool:
-    """Whether the agent's address is on this host (127.0.0.0/8, ::1, localhost)."""
-    host = httpx.URL(url).host
+def _is_loopback(host: str) -> bool:
+    """Whether the agent's host is this one (127.0.0.0/8, ::1, localhost)."""
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
@@ -481,7 +480,7 @@ def _is_loopback(url: str) -> bool:
 def _quote_path(path: str) -> str:
     """The path as it goes on the wire: characters a URL path may not hold percent-encoded,
     escapes already there kept (what httpx does to a URL it is given)."""
-    if path.isascii() and _PATH_OK.fullmatch(path):
+    if _PATH_OK.fullmatch(path):
         return path
     return quote(path, safe="/%!$&'()*+,;=:@-._~")
 

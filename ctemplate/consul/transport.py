@@ -61,7 +61,7 @@ def httpx_errors() -> Iterator[None]:
 
 
 class SocketStream(httpcore.AsyncNetworkStream):
-    """One connected, non-blocking TCP (or Unix) socket."""
+    """One connected, non-blocking TCP socket."""
 
     __slots__ = ("_loop", "_sock")
 
@@ -114,15 +114,12 @@ class SocketStream(httpcore.AsyncNetworkStream):
             poller = select.poll()
             poller.register(self._sock, select.POLLIN)
             return bool(poller.poll(0))
-        if info == "client_addr":
-            return self._sock.getsockname()
-        if info == "server_addr":
-            return self._sock.getpeername()
         return None
 
 
 class SocketBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network back end on the running asyncio loop, plain sockets only."""
+    """httpcore's network back end on the running asyncio loop: plain TCP only (ctemplate
+    refuses ``unix://`` addresses; httpcore's base class refuses Unix sockets)."""
 
     async def connect_tcp(
         self,
@@ -168,29 +165,6 @@ class SocketBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectTimeout(f"no connection within {timeout}s") from exc
         except OSError as exc:
             raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            async with asyncio.timeout(timeout):
-                await loop.sock_connect(sock, path)
-        except TimeoutError as exc:
-            sock.close()
-            raise httpcore.ConnectTimeout(f"no connection within {timeout}s") from exc
-        except OSError as exc:
-            sock.close()
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-        except BaseException:
-            sock.close()
-            raise
-        return SocketStream(sock, loop)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

@@ -466,11 +466,9 @@ class BudgetHooks:
         """``a ~ b ~ ...`` (see ``_RuntimeOnly.visit_Concat``): refused before joining if the
         result would be past ``execution_max_size``."""
         texts = [part if type(part) is str else str(part) for part in parts]
-        p = current.get(None)
-        if p is not None:
-            size = sum(map(len, texts))
-            if size > p.options.max_size:
-                raise _too_big("the operator '~'", size, p.options.max_size)
+        limit = _limit()
+        if limit is not None and (size := sum(map(len, texts))) > limit:
+            raise _too_big("the operator '~'", size, limit)
         return "".join(texts)
 
     def call(
@@ -502,10 +500,10 @@ class BudgetHooks:
             if _block_vars is not None:
                 kwargs["_block_vars"] = _block_vars
             result = super().call(__context, __obj, *args, **kwargs)  # type: ignore[misc]
-        p = current.get(None)
-        if p is not None and isinstance(result, _SIZED_MAP) and len(result) > p.options.max_size:
+        limit = _limit()
+        if limit is not None and isinstance(result, _SIZED_MAP) and len(result) > limit:
             what = f"{getattr(__obj, '__name__', 'a call')}()"  # (only when refused)
-            raise _too_big(what, len(result), p.options.max_size)
+            raise _too_big(what, len(result), limit)
         return result
 
 

@@ -74,7 +74,7 @@ def key(path: Any) -> str:
             return ""
         query, cache_key = _key_query(path)
     else:
-        if path == "":
+        if path == "":  # (an undefined value is not "": its query is refused, naming it)
             return ""
         query, cache_key = _key_query(str(path))
     p = current.get()
