@@ -54,8 +54,12 @@ upstream web {
 # Modules a run must not import, and modules it is expected to import (for the report).
 # Issue #16: -once also leaves out tenacity (until a request fails), YAML, the status server,
 # the exec and de-duplication modes, the watch blocks' loop and handlers (only a daemon with
-# watch blocks needs them), ctypes (the budget's interrupt) and difflib (error messages).
+# watch blocks needs them), ctypes (the budget's interrupt) and difflib (error messages);
+# session 6: httpx, httpcore and anyio (a plain-HTTP agent is spoken to on h11 directly).
 ONCE_UNUSED = (
+    "httpx",
+    "httpcore",
+    "anyio",
     "watchfiles",
     "tenacity",
     "yaml",
@@ -72,7 +76,7 @@ MUST_NOT = {
     "once": ("hcl2", "lark", *ONCE_UNUSED),
     "once-config": ONCE_UNUSED,
 }
-SHOW = ("httpx", "anyio", "jinja2", "tenacity", "asyncio", "hcl2", "lark", "ctemplate")
+SHOW = ("h11", "jinja2", "tenacity", "asyncio", "hcl2", "lark", "ctemplate")
 
 
 ENV: dict[str, str] = {}

@@ -1,5 +1,6 @@
-"""The HTTP client for Consul: blocking GETs straight to httpcore's connection pool, other
-requests through an ``httpx.AsyncClient`` over the same pool (``transport.py``).
+"""The HTTP client for Consul: every request through one connection pool, the budget. A plain-HTTP
+agent is spoken to by ctemplate's own pool on h11 (``http11.py``), an encrypted one through httpx
+(``transport.py``, imported only then); both take the same requests and raise the same errors.
 
 Errors are translated here, at the boundary, into :class:`ConsulError` whose message names the
 method, path (the token is sent in a header and never appears), status, the first line of the
@@ -12,9 +13,7 @@ per query.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import ipaddress
 import json
 import logging
@@ -24,17 +23,14 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
-from urllib.parse import quote, urlencode
-
-import httpcore
-import httpx
+from typing import Any, Protocol
+from urllib.parse import quote, urlencode, urlsplit
 
 from ..config import ConsulConfig
 from ..errors import ConsulError
-from .transport import PoolTransport, SocketBackend, httpx_errors
+from .http11 import Answer, AnswerDeadline, HTTPError, LocalProtocolError, Pool, ReadError
 
 __all__ = ["ConsulClient", "ConsulResponse", "base_url"]
 
@@ -55,6 +51,20 @@ class ConsulResponse:
     known_leader: bool  # X-Consul-KnownLeader
 
 
+class _Sender(Protocol):
+    async def request(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | None = None,
+        *,
+        answer_within: float,
+    ) -> Answer: ...
+
+    async def aclose(self) -> None: ...
+
+
 def base_url(config: ConsulConfig) -> str:
     address = config.address.strip()
     for scheme in ("http://", "https://"):
@@ -65,10 +75,8 @@ def base_url(config: ConsulConfig) -> str:
     return f"{scheme}://{address.rstrip('/')}"
 
 
-def _ssl_context(config: ConsulConfig) -> ssl.SSLContext | bool:
+def _ssl_context(config: ConsulConfig) -> ssl.SSLContext:
     s = config.ssl
-    if not s.enabled:
-        return False  # plain HTTP: loading the CA bundle would only cost ~40 ms at start
     if not s.verify:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
@@ -100,49 +108,41 @@ class ConsulClient:
     """
 
     def __init__(self, config: ConsulConfig, *, max_connections: int = 100) -> None:
-        headers = {"User-Agent": "ctemplate"}
-        if config.token:
-            headers["X-Consul-Token"] = config.token
-        auth = None
-        if config.auth.enabled:
-            auth = httpx.BasicAuth(config.auth.username, config.auth.password)
         self.base_url = base_url(config)
-        verify = _ssl_context(config)
-        extensions: dict[str, Any] = {}
-        if config.ssl.enabled and config.ssl.server_name:
-            extensions["sni_hostname"] = config.ssl.server_name
-        self._extensions = extensions
-        # One connection pool (the budget) for everything: blocking GETs go to it directly
-        # (get()), other requests through the httpx client around it. Plain HTTP runs on
-        # asyncio's socket calls (transport.SocketBackend); TLS on httpcore's default back end.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=verify if isinstance(verify, ssl.SSLContext) else None,
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=5.0,
-            network_backend=None if config.ssl.enabled else SocketBackend(),
-        )
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            auth=auth,
-            timeout=httpx.Timeout(10.0, pool=None),
-            transport=PoolTransport(self._pool),
-            trust_env=False,
-        )
-        # What every GET carries (the client's defaults, the token, basic auth), encoded once.
-        # Compression is asked for only from an agent across a network (Consul compresses with
-        # gzip alone). From one on this host it would cost CPU on both ends to save nothing: the
-        # agent spends ~2.5 ms compressing a 169 KiB answer that loopback carries in far less.
-        origin = httpx.URL(self.base_url)
-        get_headers = dict(self._http.headers)
-        get_headers["accept-encoding"] = "identity" if _is_loopback(origin.host) else "gzip"
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or "127.0.0.1"
+        try:
+            port = parts.port or (443 if config.ssl.enabled else 80)
+        except ValueError as exc:  # the configuration checks the address; this is a backstop
+            raise ConsulError(f"consul.address: {config.address!r} has no valid port") from exc
+        self._pool: _Sender
+        if config.ssl.enabled:
+            from .transport import HttpxPool
+
+            self._pool = HttpxPool(
+                self.base_url,
+                _ssl_context(config),
+                max_connections=max_connections,
+                sni_hostname=config.ssl.server_name or "",
+            )
+        else:
+            self._pool = Pool(host, port, max_connections=max_connections)
+        # What every request carries (the token, basic auth), encoded once. Compression is asked
+        # for only from an agent across a network (Consul compresses with gzip alone). From one
+        # on this host it would cost CPU on both ends to save nothing: the agent spends ~2.5 ms
+        # compressing a 169 KiB answer that loopback carries in far less.
+        headers = {
+            "user-agent": "ctemplate",
+            "accept": "*/*",
+            "accept-encoding": "identity" if _is_loopback(host) else "gzip",
+        }
+        if config.token:
+            headers["x-consul-token"] = config.token
         if config.auth.enabled:
             userpass = f"{config.auth.username}:{config.auth.password}".encode()
-            get_headers["authorization"] = "Basic " + base64.b64encode(userpass).decode()
-        self._get_headers = get_headers
-        self._origin = (origin.raw_scheme, origin.raw_host, origin.port)
-        self._raw_headers = [(b"host", origin.netloc), *_encode_headers(get_headers)]
+            headers["authorization"] = "Basic " + base64.b64encode(userpass).decode()
+        self._headers = headers
+        self._raw_headers = [(b"host", parts.netloc.encode("ascii")), *_encode_headers(headers)]
         self.available = True
         # Set by the owner (the runner) from its retry settings: what the outage warning says
         # happens next, and whether each retry is worth a warning (a bounded retry budget).
@@ -157,13 +157,13 @@ class ConsulClient:
         self._failures = 0
 
     def _raw_headers_with(self, headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
-        """The GET headers with a watch's own (its token replaces the default one)."""
+        """The request headers with a watch's own (its token replaces the default one)."""
         mine = {k.lower(): v for k, v in headers.items()}
-        merged = {k: v for k, v in self._get_headers.items() if k not in mine}
+        merged = {k: v for k, v in self._headers.items() if k not in mine}
         return [self._raw_headers[0], *_encode_headers({**merged, **mine})]
 
     async def aclose(self) -> None:
-        await self._http.aclose()  # and the pool under it
+        await self._pool.aclose()
 
     async def get(
         self,
@@ -186,71 +186,37 @@ class ConsulClient:
             q["wait"] = f"{int(wait * 1000)}ms"
         if stale:
             q["stale"] = ""
-        # Consul may hold the answer up to wait + wait/16 of jitter; never cut it short.
+        # Consul may hold the answer up to wait + wait/16 of jitter; never cut it short. The
+        # bound is on the whole answer (an answer trickling in a byte every few seconds is cut
+        # too), counted from the moment the request has a connection, not while it queues for
+        # one within the budget.
         read = wait + wait / 16 + 10.0 if index > 0 else 30.0
-        timeout = {"connect": 10.0, "read": read, "write": 10.0, "pool": None}
         self.requests += 1
-        # httpx's read timeout bounds each read; an answer trickling in a byte every few seconds
-        # would never be cut. The whole answer gets the same bound, counted from the moment the
-        # request goes out on a connection (not while it queues for one within the budget).
-        deadline = asyncio.timeout(None)
-        loop = asyncio.get_running_loop()
-
-        async def trace(event: str, _info: Any) -> None:
-            if event.endswith("send_request_headers.started"):
-                deadline.reschedule(loop.time() + read)
-                # Nothing more to learn from this request's events: httpcore looks the hook
-                # up at each step, so the later steps (ten or so awaits) skip it.
-                request.extensions.pop("trace", None)
-
-        # Sent to the connection pool directly: what httpx adds around it (its client's URL
-        # building from base, path and params in three parses, auth and redirect flows,
-        # cookies; its request and response models) costs about a third of a GET's CPU and
-        # does nothing for these requests.
         query = urlencode(q, doseq=True)
         target = _quote_path(path) + ("?" + query if query else "")
-        scheme, host, port = self._origin
         try:
-            request = httpcore.Request(
+            answer = await self._pool.request(
                 b"GET",
-                httpcore.URL(scheme=scheme, host=host, port=port, target=target.encode("ascii")),
-                headers=self._raw_headers if not headers else self._raw_headers_with(headers),
-                extensions={**self._extensions, "timeout": timeout, "trace": trace},
+                target.encode("ascii"),
+                self._raw_headers if not headers else self._raw_headers_with(headers),
+                answer_within=read,
             )
-            async with deadline:
-                # Streamed into a local buffer: a read response holds its body in a reference
-                # cycle (response <-> stream), so a large answer (megabytes for thousands of
-                # instances) would stay in memory until the garbage collector ran.
-                with httpx_errors():
-                    resp = await self._pool.handle_async_request(request)
-                    try:
-                        stream = cast(AsyncIterable[bytes], resp.stream)
-                        body = b"".join([chunk async for chunk in stream])
-                    finally:
-                        await resp.aclose()
-                    answer = {k.lower(): v for k, v in resp.headers}
-                    if answer.get(b"content-encoding") == b"gzip":
-                        try:
-                            body = zlib.decompress(body, wbits=31)
-                        except zlib.error as exc:
-                            raise httpx.DecodingError(f"the gzip body is corrupt: {exc}") from exc
-        except TimeoutError as exc:
-            if not deadline.expired():
-                raise
+            body = _decoded(answer)
+        except AnswerDeadline as exc:
             err = ConsulError(
                 f"GET {path}: no complete answer within {read:.1f}s (held or trickling in: "
                 "a stuck agent, proxy or network?)"
             )
+            # One query held past its bound while the agent may answer every other one: that
+            # query's failure (the watcher reports it), not an outage.
             self.failed_requests += 1
             raise err from exc
-        except httpx.HTTPError as exc:
+        except HTTPError as exc:
             reason = _os_reason(exc) or str(exc) or type(exc).__name__
-            if isinstance(exc, httpx.LocalProtocolError):
-                # Its message quotes the offending header, which may be the token's value.
+            if isinstance(exc, LocalProtocolError):
+                # Never the value itself: it may be the token.
                 reason = "the request could not be sent (a header value is not valid)"
-            elif isinstance(exc, httpx.ReadTimeout):
-                reason = f"no answer within {read:.1f}s"
-            elif isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError):
+            elif isinstance(exc, ReadError):
                 reason = f"the connection broke during the answer ({reason})"
             hint = "is the agent running? (set -consul-addr or CONSUL_HTTP_ADDR)"
             if _is_tls_error(exc):
@@ -261,16 +227,11 @@ class ConsulClient:
             err = ConsulError(
                 f"GET {path}: cannot reach Consul at {self.base_url}: {reason}; {hint}"
             )
-            if isinstance(exc, httpx.ReadTimeout):
-                # One query held past its bound while the agent may answer every other one:
-                # that query's failure (the watcher reports it), not an outage.
-                self.failed_requests += 1
-            else:
-                self._note_failure(err)
+            self._note_failure(err)
             raise err from exc
-        status = resp.status
+        status = answer.status
         if status == 404 and path.startswith("/v1/kv/"):
-            if b"x-consul-index" not in answer:
+            if b"x-consul-index" not in answer.headers:
                 # Consul sends its index with every KV answer, an absent key included: this is
                 # some other server (a wrong -consul-addr), and waiting for the key is futile.
                 self.failed_requests += 1
@@ -282,8 +243,7 @@ class ConsulClient:
                 )
             data: Any = None
         elif status != 200:
-            lines = body.decode("utf-8", "replace").strip().splitlines()
-            first = lines[0][:200] if lines else ""
+            first = _first_line(body)
             if status == 500 and "no path to datacenter" in first.lower():
                 # Consul answers fine: the query names a datacenter it does not know. An
                 # error of this query alone, not an outage, and not worth a fast retry.
@@ -312,23 +272,27 @@ class ConsulClient:
                 self.failed_requests += 1
                 raise err from exc
         self._note_success()
+        headers_in = answer.headers
         return ConsulResponse(
             data=data,
-            index=_int(answer.get(b"x-consul-index")),
-            last_contact=_int(answer.get(b"x-consul-lastcontact")) / 1000.0,
-            known_leader=answer.get(b"x-consul-knownleader", b"true") == b"true",
+            index=_int(headers_in.get(b"x-consul-index")),
+            last_contact=_int(headers_in.get(b"x-consul-lastcontact")) / 1000.0,
+            known_leader=headers_in.get(b"x-consul-knownleader", b"true") == b"true",
         )
 
     async def _unknown_datacenter(self, path: str, dc: str) -> str:
         """The message for a query naming a datacenter Consul does not know, with the ones it
         knows (one more request; "" if that fails too)."""
         known = ""
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            resp = await self._http.get("/v1/catalog/datacenters", extensions=self._extensions)
-            if resp.status_code == 200:
-                names = resp.json()
-                if isinstance(names, list):
-                    known = ", ".join(str(n) for n in names)
+        try:
+            answer = await self._pool.request(
+                b"GET", b"/v1/catalog/datacenters", self._raw_headers, answer_within=30.0
+            )
+            names = json.loads(_decoded(answer)) if answer.status == 200 else None
+        except (HTTPError, ValueError):
+            names = None
+        if isinstance(names, list):
+            known = ", ".join(str(n) for n in names)
         return (
             f"GET {path}: unknown datacenter {json.dumps(dc)} (Consul: No path to datacenter); "
             + (f"known datacenters: {known}; " if known else "")
@@ -350,41 +314,39 @@ class ConsulClient:
         naming the method and path; the body it quotes is Consul's message, never what was sent.
         """
         self.requests += 1
-        kwargs: dict[str, Any] = {}
-        if json_body is not None:
-            kwargs["content"] = json.dumps(json_body).encode()
-        elif content is not None:
-            kwargs["content"] = content
+        body = content if json_body is None else json.dumps(json_body).encode()
+        query = urlencode(params or {})
+        target = _quote_path(path) + ("?" + query if query else "")
         try:
-            resp = await self._http.request(
-                method,
-                path,
-                params=params or {},
-                timeout=httpx.Timeout(10.0, read=30.0, pool=None),
-                extensions=self._extensions,
-                **kwargs,
+            answer = await self._pool.request(
+                method.encode("ascii"),
+                target.encode("ascii"),
+                self._raw_headers,
+                b"" if body is None else body,
+                answer_within=30.0,
             )
-        except httpx.HTTPError as exc:
+            text = _decoded(answer)
+        except HTTPError as exc:
             reason = _os_reason(exc) or str(exc) or type(exc).__name__
             err = ConsulError(f"{method} {path}: cannot reach Consul at {self.base_url}: {reason}")
             self.failed_requests += 1
             raise err from exc
-        if resp.status_code not in ok:
+        status = answer.status
+        if status not in ok:
             self.failed_requests += 1
-            lines = resp.text.strip().splitlines()
-            first = lines[0][:200] if lines else ""
+            first = _first_line(text)
             raise ConsulError(
-                f"{method} {path}: Consul answered {resp.status_code}"
+                f"{method} {path}: Consul answered {status}"
                 + (f": {first}" if first else "")
-                + f"; {_hint(resp.status_code)}",
-                transient=resp.status_code >= 500 or resp.status_code == 429,
-                status=resp.status_code,
+                + f"; {_hint(status)}",
+                transient=status >= 500 or status == 429,
+                status=status,
             )
         try:
-            data = resp.json()
+            data = json.loads(text)
         except ValueError:
             data = None
-        return resp.status_code, data
+        return status, data
 
     def _note_failure(self, err: ConsulError) -> None:
         """Log the start of an outage once; later failures only at debug level."""
@@ -431,7 +393,7 @@ class ConsulClient:
 
 
 def _is_tls_error(exc: BaseException) -> bool:
-    """Whether an httpx error was caused by the TLS handshake (certificates, names)."""
+    """Whether a failed request was caused by the TLS handshake (certificates, names)."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLError):
@@ -494,7 +456,22 @@ def _encode_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     try:
         return [(k.encode("ascii"), v.encode("ascii")) for k, v in headers.items()]
     except UnicodeEncodeError as exc:
-        raise httpx.LocalProtocolError("a header value is not ASCII") from exc
+        raise LocalProtocolError("a header value is not ASCII") from exc
+
+
+def _decoded(answer: Answer) -> bytes:
+    """The body as Consul wrote it (a gzip-compressed one decompressed)."""
+    if answer.headers.get(b"content-encoding") == b"gzip":
+        try:
+            return zlib.decompress(answer.body, wbits=31)
+        except zlib.error as exc:
+            raise HTTPError(f"the gzip body is corrupt: {exc}") from exc
+    return answer.body
+
+
+def _first_line(body: bytes) -> str:
+    lines = body.decode("utf-8", "replace").strip().splitlines()
+    return lines[0][:200] if lines else ""
 
 
 def _seconds(delay: float) -> str:

@@ -151,7 +151,7 @@ def test_a_gzip_answer_is_decoded(server: str) -> None:
 )
 def test_compression_is_asked_for_only_across_a_network(address: str, local: bool) -> None:
     client = ConsulClient(ConsulConfig(address=address))
-    assert client._get_headers["accept-encoding"] == ("identity" if local else "gzip")
+    assert client._headers["accept-encoding"] == ("identity" if local else "gzip")
 
 
 def test_a_connection_the_agent_closed_while_idle_is_not_reused(server: str) -> None:
