@@ -281,9 +281,10 @@ class Pool:
             if body:
                 data += protocol.send(h11.Data(data=body))
             data += protocol.send(h11.EndOfMessage())
-        except h11.LocalProtocolError as exc:
-            # h11's message quotes the offending value, which may be a token: not kept.
-            raise LocalProtocolError("a header name or value is not allowed in HTTP") from exc
+        except h11.LocalProtocolError:
+            # h11's message quotes the offending value, which may be a token: not kept, not even
+            # as the cause (a debug log's traceback would print it).
+            raise LocalProtocolError("a header name or value is not allowed in HTTP") from None
         # Only a GET is sent again (it changes nothing); only from a kept connection (a new one
         # that fails is the agent's failure); only before any byte of the answer arrived.
         again = retry and conn.used and method == b"GET"
