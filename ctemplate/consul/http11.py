@@ -334,7 +334,13 @@ class Pool:
                 where = "in the middle of the answer" if status else "without answering"
                 raise ReadError(f"the agent closed the connection {where}") from exc
             raise ReadError(f"the answer is not valid HTTP/1.1 ({exc})") from exc
-        reusable = protocol.our_state is h11.DONE and protocol.their_state is h11.DONE
+        # Bytes already read beyond the answer are no answer to the next request (a broken
+        # agent's, or a desync): a connection holding them is not kept.
+        reusable = (
+            protocol.our_state is h11.DONE
+            and protocol.their_state is h11.DONE
+            and not protocol.trailing_data[0]
+        )
         if reusable:
             protocol.start_next_cycle()
         body_bytes = b"".join(parts) if len(parts) != 1 else bytes(parts[0])
