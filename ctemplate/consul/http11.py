@@ -140,7 +140,7 @@ class Pool:
         """Send one request and read its whole answer, within ``answer_within`` seconds counted
         from the moment it has a connection (not while it queues for one)."""
         for attempt in (1, 2):
-            conn = await self._acquire()
+            conn = await self._acquire(fresh=attempt == 2)
             try:
                 answer, reusable = await self._exchange(
                     conn, method, target, headers, body, answer_within, retry=attempt == 1
@@ -171,13 +171,17 @@ class Pool:
 
     # -- the budget ----------------------------------------------------------------------------
 
-    async def _acquire(self) -> _Connection:
+    async def _acquire(self, *, fresh: bool = False) -> _Connection:
+        """A kept connection if one is alive, else a new one within the budget. ``fresh`` (a GET
+        sent again after its kept connection closed unanswered) skips the kept ones: they may be
+        closing just as well, and this sending is the last. Its slot is free: the failed
+        connection was discarded just before, with no await between."""
         loop = asyncio.get_running_loop()
         while True:
             if self._closed:
                 raise ConnectError("the client is closed")
             now = time.monotonic()
-            while self._idle:
+            while self._idle and not fresh:
                 conn = self._idle.pop()  # the most recently used: the least likely closed
                 if not conn.stale(now, self.keepalive_expiry):
                     return conn
