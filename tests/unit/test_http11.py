@@ -589,6 +589,36 @@ def test_a_request_cancelled_just_as_its_turn_came_passes_the_turn_on() -> None:
     assert [_target(h) for h, _b in server.peers[0].requests] == [b"/a", b"/c"]
 
 
+def test_queued_requests_get_the_connection_in_order_before_a_newcomer() -> None:
+    # One connection: /a holds it, /b then /c queue. The moment /a's answer is back its task asks
+    # again (/n), as a loop re-polling at once would: /n queues behind /b and /c, it does not take
+    # the connection from under the one whose turn came.
+    def script(peer: _Peer) -> None:
+        while (request := peer.read_request()) is not None:
+            peer.hold(0.1)
+            peer.send(_ok(_target(request[0])))
+
+    async def scenario(server: _Server) -> list[bytes]:
+        async with _pool(server, max_connections=1) as pool:
+
+            async def again() -> Answer:
+                await _get(pool, b"/a")
+                return await _get(pool, b"/n")
+
+            tasks = [asyncio.create_task(again())]
+            await asyncio.sleep(0.05)
+            for target in (b"/b", b"/c"):
+                tasks.append(asyncio.create_task(_get(pool, target)))
+                await asyncio.sleep(0.01)
+            answers = await asyncio.gather(*tasks)
+            return [a.body for a in answers]
+
+    with _Server(script) as server:
+        bodies = _run(scenario(server))
+    assert bodies == [b"/n", b"/b", b"/c"]
+    assert [_target(h) for h, _b in server.peers[0].requests] == [b"/a", b"/b", b"/c", b"/n"]
+
+
 def test_a_request_cancelled_while_its_answer_is_pending_closes_its_connection() -> None:
     def script(peer: _Peer) -> None:
         if peer.index == 0:
