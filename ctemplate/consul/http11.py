@@ -121,7 +121,9 @@ class Pool:
         self.opened = 0  # connections made, for tests and figures
         self._open = 0  # sockets open or being opened, in use or idle
         self._idle: list[_Connection] = []
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Requests waiting for a connection, first in line first; each is given a kept
+        # connection, or None: a slot of the budget in which to make one.
+        self._waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
         self._closed = False
 
     @property
@@ -139,14 +141,18 @@ class Pool:
     ) -> Answer:
         """Send one request and read its whole answer, within ``answer_within`` seconds counted
         from the moment it has a connection (not while it queues for one)."""
+        conn = await self._acquire()
         for attempt in (1, 2):
-            conn = await self._acquire(fresh=attempt == 2)
             try:
                 answer, reusable = await self._exchange(
                     conn, method, target, headers, body, answer_within, retry=attempt == 1
                 )
             except _Retry:
-                self._discard(conn)
+                # The slot stays this request's: a new connection in it, neither another kept
+                # one (the agent may be closing those as well, and this sending is the last)
+                # nor a place at the back of the queue.
+                conn.close()
+                conn = await self._open_in_slot()
                 continue
             except BaseException:
                 self._discard(conn)
@@ -167,21 +173,21 @@ class Pool:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_exception(ConnectError("the client is closed"))
 
     # -- the budget ----------------------------------------------------------------------------
 
-    async def _acquire(self, *, fresh: bool = False) -> _Connection:
-        """A kept connection if one is alive, else a new one within the budget. ``fresh`` (a GET
-        sent again after its kept connection closed unanswered) skips the kept ones: they may be
-        closing just as well, and this sending is the last. Its slot is free: the failed
-        connection was discarded just before, with no await between."""
-        loop = asyncio.get_running_loop()
-        while True:
-            if self._closed:
-                raise ConnectError("the client is closed")
+    async def _acquire(self) -> _Connection:
+        """A kept connection if one is alive, else a new one within the budget. When the budget
+        is spent the request queues; a connection kept or a slot freed then goes straight to the
+        first in line, never to a request that comes later (one re-polling at once, say)."""
+        if self._closed:
+            raise ConnectError("the client is closed")
+        while self._waiters and self._waiters[0].done():
+            self._waiters.popleft()  # cancelled, its task not yet run to remove it
+        if not self._waiters:
             now = time.monotonic()
-            while self._idle and not fresh:
+            while self._idle:
                 conn = self._idle.pop()  # the most recently used: the least likely closed
                 if not conn.stale(now, self.keepalive_expiry):
                     return conn
@@ -189,45 +195,64 @@ class Pool:
                 self._open -= 1
             if self._open < self.max_connections:
                 self._open += 1
-                try:
-                    sock = await self._connect(loop)
-                except BaseException:
-                    self._open -= 1
-                    self._wake_one()
-                    raise
-                self.opened += 1
-                return _Connection(sock)
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                elif waiter.done() and not waiter.cancelled():
-                    self._wake_one()  # the turn it was given passes to the next in line
-                raise
+                return await self._open_in_slot()
+        waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            granted = await waiter
+        except BaseException:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            elif waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._pass_on(waiter.result())  # what its turn brought goes to the next in line
+            raise
+        if self._closed:
+            self._pass_on(granted)
+            raise ConnectError("the client is closed")
+        if granted is None:  # a slot of the budget: the connection is made in it
+            return await self._open_in_slot()
+        if granted.stale(time.monotonic(), self.keepalive_expiry):
+            granted.close()
+            return await self._open_in_slot()
+        return granted
+
+    async def _open_in_slot(self) -> _Connection:
+        """A new connection in a slot already counted in ``_open``; the slot is passed on if the
+        connection cannot be made."""
+        try:
+            if self._closed:
+                raise ConnectError("the client is closed")
+            sock = await self._connect(asyncio.get_running_loop())
+        except BaseException:
+            self._pass_on(None)
+            raise
+        self.opened += 1
+        return _Connection(sock)
 
     def _release(self, conn: _Connection) -> None:
-        if self._closed:
-            self._discard(conn)
-            return
         conn.idle_since = time.monotonic()
         conn.used = True
-        self._idle.append(conn)
-        self._wake_one()
+        self._pass_on(conn)
 
     def _discard(self, conn: _Connection) -> None:
         conn.close()
-        self._open -= 1
-        self._wake_one()
+        self._pass_on(None)
 
-    def _wake_one(self) -> None:
+    def _pass_on(self, granted: _Connection | None) -> None:
+        """A kept connection, or (None) the slot of one closed, goes to the first request in
+        line; with none waiting, the connection joins the idle ones, the slot returns."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(granted)
                 return
+        if granted is None:
+            self._open -= 1
+        elif self._closed:
+            granted.close()
+            self._open -= 1
+        else:
+            self._idle.append(granted)
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
         try:
