@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import socket
+import struct
 import threading
 import time
 import traceback
@@ -377,21 +378,28 @@ def test_connection_close_from_the_agent_means_a_new_connection_next() -> None:
     assert server.accepted == 2
 
 
+@pytest.mark.parametrize("speaks", [False, True], ids=["closes", "speaks"])
 @pytest.mark.parametrize("method", [b"GET", b"PUT"])
-def test_an_idle_connection_the_agent_closed_is_not_reused(method: bytes) -> None:
-    # A PUT is never sent again: it succeeds only if the dead connection is left alone.
+def test_an_idle_connection_the_agent_closed_is_not_reused(method: bytes, speaks: bool) -> None:
+    # A PUT is never sent again: it succeeds only if the dead connection is left alone. An agent
+    # that speaks on an idle connection (an unasked-for 408) has given it up as well.
     def script(peer: _Peer) -> None:
         if peer.index == 0:
             peer.read_request()
             peer.send(_ok(b"first"))
+            if speaks:
+                peer.hold(0.05)  # after the client has read the answer: it lies idle
+                peer.send(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+                peer.wait_for_close()
             return  # closed quietly, as an agent's idle timeout does
         _echo_target(peer)
 
     async def scenario(server: _Server) -> tuple[Answer, Answer]:
         async with _pool(server, max_connections=1) as pool:
             first = await _get(pool)
-            assert await _until(server.peers[0].done)
-            await asyncio.sleep(0.05)  # the close reaches the client's socket
+            if not speaks:
+                assert await _until(server.peers[0].done)
+            await asyncio.sleep(0.15)  # the close (or the 408) reaches the client's socket
             second = await pool.request(method, b"/next", _HOST, b"x", answer_within=5.0)
             return first, second
 
@@ -417,18 +425,21 @@ def test_a_connection_idle_past_keepalive_expiry_is_closed_and_replaced() -> Non
     assert server.accepted == 2
 
 
-def _close_on_second_request(peer: _Peer) -> None:
+def _close_on_second_request(peer: _Peer, reset: bool = False) -> None:
     """The first request is answered; the second is read, then the connection closes unanswered
-    (an agent closing an idle connection just as the client reuses it)."""
+    (an agent closing an idle connection just as the client reuses it), by a reset if asked."""
     peer.read_request()
     peer.send(_ok(b"first"))
     peer.read_request()
+    if reset:  # no lingering: close() sends RST instead of FIN
+        peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-def test_a_get_on_a_kept_connection_closed_unanswered_is_sent_once_more() -> None:
+@pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
+def test_a_get_on_a_kept_connection_closed_unanswered_is_sent_once_more(reset: bool) -> None:
     def script(peer: _Peer) -> None:
         if peer.index == 0:
-            _close_on_second_request(peer)
+            _close_on_second_request(peer, reset)
         else:
             _echo_target(peer)
 
@@ -445,7 +456,8 @@ def test_a_get_on_a_kept_connection_closed_unanswered_is_sent_once_more() -> Non
     assert [_target(h) for h, _b in server.peers[1].requests] == [b"/again"]
 
 
-def test_a_put_on_a_kept_connection_closed_unanswered_is_not_sent_again() -> None:
+@pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
+def test_a_put_on_a_kept_connection_closed_unanswered_is_not_sent_again(reset: bool) -> None:
     async def scenario(server: _Server) -> tuple[ReadError, int]:
         async with _pool(server) as pool:
             await _get(pool)
@@ -453,10 +465,14 @@ def test_a_put_on_a_kept_connection_closed_unanswered_is_not_sent_again() -> Non
                 await _put(pool, b"once")
             return err.value, pool.open_connections
 
-    with _Server(_close_on_second_request) as server:
+    with _Server(lambda peer: _close_on_second_request(peer, reset)) as server:
         error, open_now = _run(scenario(server))
     assert type(error) is ReadError
-    assert str(error) == "the agent closed the connection without answering"
+    if reset:
+        assert isinstance(error.__cause__, ConnectionResetError)
+        assert str(error) == str(error.__cause__)  # "[Errno 104] Connection reset by peer"
+    else:
+        assert str(error) == "the agent closed the connection without answering"
     assert server.accepted == 1
     assert server.peers[0].requests[1][1] == b"once"
     assert open_now == 0
