@@ -153,6 +153,10 @@ class _Server:
                 self.open_now -= 1
             peer.done.set()
 
+    def stop_listening(self) -> None:
+        """New connections are refused from now on (accepted ones go on)."""
+        self._listener.close()
+
     def __enter__(self) -> _Server:
         return self
 
@@ -662,6 +666,34 @@ def test_a_request_cancelled_while_its_answer_is_pending_closes_its_connection()
     assert cancelled and closed
     assert open_after == 0
     assert (answer.body, opened, server.accepted) == (b"/next", 2, 2)
+
+
+def test_when_the_agent_goes_away_each_queued_request_fails_in_turn() -> None:
+    # The slot of the closed connection passes from one queued request to the next as each
+    # fails to connect: every one gets its error, none waits forever.
+    def script(peer: _Peer) -> None:
+        request = peer.read_request()
+        assert request is not None
+        peer.hold(0.2)
+        peer.send(_ok(_target(request[0]), b"Connection: close"))
+
+    async def scenario(server: _Server) -> tuple[list[object], int]:
+        async with _pool(server, max_connections=1) as pool:
+            tasks = [asyncio.create_task(_get(pool, b"/a"))]
+            await asyncio.sleep(0.05)
+            tasks += [asyncio.create_task(_get(pool, t)) for t in (b"/b", b"/c")]
+            await asyncio.sleep(0.05)
+            server.stop_listening()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            return results, pool.open_connections
+
+    with _Server(script) as server:
+        (a, b, c), open_now = _run(scenario(server))
+    assert isinstance(a, Answer) and a.body == b"/a"
+    for error in (b, c):
+        assert isinstance(error, ConnectError)
+        assert isinstance(error.__cause__, ConnectionRefusedError)
+    assert open_now == 0 and server.accepted == 1
 
 
 # -- the answer's deadline ---------------------------------------------------------------------
