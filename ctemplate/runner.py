@@ -69,6 +69,8 @@ _WRITE_RETRY_FIRST = 0.5  # seconds
 _WRITE_RETRY_MAX = 30.0
 # How often the daemon checks that the files it wrote are still there (deleted: written again).
 _DESTINATION_CHECK = 2.0  # seconds
+# How often the daemon looks whether a template source changed (then it is loaded again).
+_SOURCE_CHECK = 1.0  # seconds
 _ABSENT = object()
 
 
@@ -1164,52 +1166,44 @@ class Runner:
         sources = {os.path.abspath(u.config.source) for u in self._units if u.config.source}
         if not sources:
             return
+        paths = sorted(sources)
+        # Taken now, on the loop as the templates were just read: an edit from here on is seen.
+        loaded = _identities(paths)
         self._file_watch_stop = asyncio.Event()
         self._file_watch = asyncio.get_running_loop().create_task(
-            self._watch_sources(sources, self._file_watch_stop), name="template-sources"
+            self._watch_sources(paths, loaded, self._file_watch_stop), name="template-sources"
         )
 
-    async def _watch_sources(self, sources: set[str], stop: asyncio.Event) -> None:
+    async def _watch_sources(
+        self,
+        paths: list[str],
+        loaded: list[tuple[int, int, int, int] | None],
+        stop: asyncio.Event,
+    ) -> None:
         """Reload templates whose source changed: edited in place, replaced, or resolving to
         another file through a symlink (a Kubernetes ConfigMap swaps its ``..data`` link to a
         new directory; the source ``dir/t.tmpl -> ..data/t.tmpl`` itself never changes).
 
-        The directories of the sources and of the files they resolve to are watched; after
-        any event there, what each source resolves to (path, inode, size, mtime) is compared
-        with what was loaded.
+        Every ``_SOURCE_CHECK`` seconds, what each source leads to (the device, inode, size and
+        modification time of the file at the end of its links) is compared with ``loaded``,
+        taken when the templates were read: one ``stat`` per source, in a worker thread (a hung
+        network mount must not stop the loop). A file watcher (inotify) would see an edit
+        sooner, but it took 3.2 MiB of an idle daemon's 32 and two threads, woke for every file
+        written or read in a watched directory (an output next to its template: ~0.4 ms of CPU
+        per change) and does not work on network filesystems (docs/performance.md).
         """
-        from watchfiles import awatch  # only daemons watch files
-
-        logging.getLogger("watchfiles").setLevel(logging.WARNING)
-        loaded = {s: _source_identity(s) for s in sources}
         try:
             while not stop.is_set():
-                dirs = _source_dirs(sources)
-                if not dirs:  # every source's directory is gone for now
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 2.0)
-                    continue
-                async for changes in awatch(
-                    *dirs,
-                    stop_event=stop,
-                    # watchfiles' thread wakes every `step` ms to look for a stop (and takes the
-                    # GIL to do so): 50 ms cost 0.1% of a core while idle; an edit is still
-                    # seen within half a second.
-                    debounce=200,
-                    step=250,
-                    recursive=False,
-                ):
-                    changed = {path for _change, path in changes if path in sources}
-                    for src in sources:
-                        now = _source_identity(src)
-                        if now != loaded[src]:
-                            loaded[src] = now
-                            changed.add(src)
-                    if changed:
-                        self._source_changes.update(changed)
-                        self._wake.set()
-                    if _source_dirs(sources) != dirs:  # a link now leads elsewhere
-                        break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _SOURCE_CHECK)
+                if stop.is_set():
+                    return
+                now = await asyncio.to_thread(_identities, paths)
+                changed = {p for p, old, new in zip(paths, loaded, now, strict=True) if old != new}
+                loaded = now
+                if changed:
+                    self._source_changes.update(changed)
+                    self._wake.set()
         except Exception as exc:  # watching is a convenience; never take the daemon down
             log.warning("(runner) cannot watch template files for changes: %s", exc)
 
@@ -1311,20 +1305,18 @@ def _present(paths: list[str]) -> list[bool]:
     return [os.path.lexists(p) for p in paths]
 
 
-def _source_identity(path: str) -> tuple[str, int, int, int, int] | None:
-    """What a template source resolves to now: a symlink swapped to another file changes it."""
-    try:
-        st = os.stat(path)
-        return os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
-    except OSError:
-        return None
-
-
-def _source_dirs(sources: set[str]) -> list[str]:
-    """The directories to watch: each source's, and that of the file it resolves to."""
-    dirs = {os.path.dirname(s) for s in sources}
-    dirs |= {os.path.dirname(os.path.realpath(s)) for s in sources}
-    return sorted(d for d in dirs if os.path.isdir(d))
+def _identities(paths: list[str]) -> list[tuple[int, int, int, int] | None]:
+    """What each template source leads to now (None: not there). ``stat`` follows links, so a
+    link swapped to another file changes it as an edit or a replacement does."""
+    out: list[tuple[int, int, int, int] | None] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+    return out
 
 
 def _keep_modes(config: Config, old: Config) -> Config:
