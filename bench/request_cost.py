@@ -53,7 +53,8 @@ def main() -> None:
     with ConsulAgent(find_consul()) as agent:
         agent.put_kv("bench/k", "v")
         out = subprocess.run(
-            [python(), "-c", _CHILD, agent.http_addr, str(args.requests), str(args.runs)],
+            [python(), "-P", "-c", _CHILD, agent.http_addr, str(args.requests), str(args.runs)],
+            # -P: the working directory (this checkout) must not come before --src on sys.path.
             env={"PYTHONPATH": args.src, "PATH": "/usr/bin:/bin"},
             capture_output=True,
             text=True,
