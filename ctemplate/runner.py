@@ -640,8 +640,10 @@ class Runner:
                 if left <= 0:
                     raise self._once_timed_out()
                 timeout = left if timeout is None else min(timeout, left)
+            # asyncio.timeout, not wait_for (a task of its own per wait on Python 3.11).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def _pass(self) -> bool:
@@ -1195,7 +1197,8 @@ class Runner:
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), _SOURCE_CHECK)
+                    async with asyncio.timeout(_SOURCE_CHECK):
+                        await stop.wait()
                 if stop.is_set():
                     return
                 now = await asyncio.to_thread(_identities, paths)

@@ -741,5 +741,8 @@ class Watcher:
     async def settled(self) -> None:
         """Wait (briefly) until the runner has acted on what was delivered, so the next long
         poll does not compete with the write for the CPU."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the wait in a task of its
+        # own, two more turns of the loop and a task for every change.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._settled.wait(), _SETTLE_MAX)
+            async with asyncio.timeout(_SETTLE_MAX):
+                await self._settled.wait()
