@@ -238,3 +238,36 @@ def test_a_template_replaced_the_configmap_way_is_picked_up(consul, unique, tmp_
         wait_for(lambda: read(out) == "v3 x=1\n", what="the second swap", log=ct.log())
         log = ct.log()
     assert log.count(f"(runner) {root / 't.j2'}: template changed, rendering again") == 2, log
+
+
+def test_a_template_whose_directory_is_removed_and_made_again_is_reloaded(consul, unique, tmp_path):
+    """Promise: template sources are looked at every second, whatever happened to their
+    directory: one removed (a redeploy) keeps the last good template in use, with one error
+    naming the file, and the file made again in a new directory of the same name is loaded and
+    rendered."""
+    consul.put_kv(f"{unique}/x", "1")
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    src = folder / "t.j2"
+    src.write_text(f'a x={{{{ key("{unique}/x") }}}}\n')
+    out = tmp_path / "t.out"
+    config = _config(tmp_path, consul.http_addr, [(src, out)])
+    with Daemon(["-config", str(config)]) as ct:
+        wait_for(lambda: read(out) == "a x=1\n", what="first render", log=ct.log())
+        src.unlink()
+        folder.rmdir()
+        wait_for(
+            lambda: "still using the previous version of" in ct.log(),
+            what="the removal seen",
+            log=ct.log(),
+        )
+        consul.put_kv(f"{unique}/x", "2")
+        wait_for(lambda: read(out) == "a x=2\n", what="the loaded template in use", log=ct.log())
+        folder.mkdir()
+        src.write_text(f'b x={{{{ key("{unique}/x") }}}}\n')
+        wait_for(lambda: read(out) == "b x=2\n", what="the template made again", log=ct.log())
+        log = ct.log()
+    assert log.count(f"(runner) {src}: template changed, rendering again") == 1, log
+    errors = [line for line in log.splitlines() if "still using the previous version" in line]
+    assert len(errors) == 1, log
+    assert str(src) in errors[0], log
