@@ -369,7 +369,6 @@ class Runner:
         self._dedup: Dedup | None = None
         self._watches = WatchSet(self._on_watch_error)  # the config's watch blocks
         self._file_watch: asyncio.Task[None] | None = None
-        self._file_watch_stop: asyncio.Event | None = None
         self._stopping = asyncio.Event()  # set by a stop signal: interrupts running commands
         self._status: status.StatusServer | None = None
         self._command_backlog: list[list[tuple[str | tuple[str, ...], _Unit]]] = []
@@ -581,8 +580,6 @@ class Runner:
                     await destinations
             if self._status:
                 await self._status.stop()
-            if self._file_watch_stop:
-                self._file_watch_stop.set()
             if self._file_watch:
                 self._file_watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -1158,8 +1155,6 @@ class Runner:
         self._sync_dedup()
 
     def _restart_file_watch(self) -> None:
-        if self._file_watch_stop:
-            self._file_watch_stop.set()
         if self._file_watch:
             self._file_watch.cancel()
         self._file_watch = None
@@ -1171,16 +1166,12 @@ class Runner:
         paths = sorted(sources)
         # Taken now, on the loop as the templates were just read: an edit from here on is seen.
         loaded = _identities(paths)
-        self._file_watch_stop = asyncio.Event()
         self._file_watch = asyncio.get_running_loop().create_task(
-            self._watch_sources(paths, loaded, self._file_watch_stop), name="template-sources"
+            self._watch_sources(paths, loaded), name="template-sources"
         )
 
     async def _watch_sources(
-        self,
-        paths: list[str],
-        loaded: list[tuple[int, int, int, int] | None],
-        stop: asyncio.Event,
+        self, paths: list[str], loaded: list[tuple[int, int, int, int] | None]
     ) -> None:
         """Reload templates whose source changed: edited in place, replaced, or resolving to
         another file through a symlink (a Kubernetes ConfigMap swaps its ``..data`` link to a
@@ -1195,12 +1186,8 @@ class Runner:
         per change) and does not work on network filesystems (docs/performance.md).
         """
         try:
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(_SOURCE_CHECK):
-                        await stop.wait()
-                if stop.is_set():
-                    return
+            while True:  # until cancelled (a reload or a stop)
+                await asyncio.sleep(_SOURCE_CHECK)
                 now = await asyncio.to_thread(_identities, paths)
                 changed = {p for p, old, new in zip(paths, loaded, now, strict=True) if old != new}
                 loaded = now

@@ -455,8 +455,9 @@ def _encode_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     requires) is an error naming no value (it may be a token)."""
     try:
         return [(k.encode("ascii"), v.encode("ascii")) for k, v in headers.items()]
-    except UnicodeEncodeError as exc:
-        raise LocalProtocolError("a header value is not ASCII") from exc
+    except UnicodeEncodeError:
+        # Not chained: the encoding error quotes the character, a piece of the value (a token).
+        raise LocalProtocolError("a header value is not ASCII") from None
 
 
 def _decoded(answer: Answer) -> bytes:

@@ -98,6 +98,9 @@ class HttpxPool:
             if deadline.expired():
                 raise AnswerDeadline(f"no complete answer within {answer_within:.1f}s") from exc
             raise
+        except httpx.LocalProtocolError:
+            # Not chained: httpx's message quotes the offending value, which may be a token.
+            raise LocalProtocolError("a header name or value is not allowed in HTTP") from None
         except httpx.HTTPError as exc:
             raise _mapped(exc) from exc
         # httpx has undone any compression already: the body is given as it was before.
@@ -107,8 +110,6 @@ class HttpxPool:
 
 def _mapped(exc: httpx.HTTPError) -> HTTPError:
     reason = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.LocalProtocolError):
-        return LocalProtocolError("a header name or value is not allowed in HTTP")
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return ConnectError(reason)
     if isinstance(exc, httpx.WriteError | httpx.WriteTimeout):
