@@ -42,6 +42,7 @@ from typing import Any
 
 from ..config import ExecConfig
 from ..errors import ConfigError
+from ..output.command import start_process
 from ..status import ExecState
 
 __all__ = ["FORWARDED", "Child", "Supervisor", "check_execs", "child_env", "exit_status"]
@@ -201,15 +202,14 @@ class Child:
         self.starts += 1
         self._spawning = True
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                *argv, env=self._env, start_new_session=True
-            )
+            self._proc = await start_process(*argv, env=self._env, start_new_session=True)
         except OSError as exc:
             self._spawning = False
             log.error("(exec) %s: cannot start %r: %s", self.name, argv[0], exc.strerror or exc)
             self._on_end(127)
             return
-        self._spawning = False
+        finally:
+            self._spawning = False
         self._started_at = time.monotonic()
         log.info("(exec) %s: started %s (pid %d)", self.name, self.state().command, self._proc.pid)
         self._waiter = asyncio.ensure_future(self._wait(self._proc))

@@ -24,6 +24,7 @@ import httpx
 
 from ..config.model import HttpHandlerConfig, WatchConfig
 from ..errors import CommandError
+from ..output.command import kill_group, start_process
 
 __all__ = ["Handler", "HttpHandler", "ScriptHandler", "make_handler"]
 
@@ -41,11 +42,6 @@ class Handler(Protocol):
     def describe(self) -> str: ...
 
     async def run(self, index: int, body: bytes) -> None: ...
-
-
-def _kill_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 def _one_line(data: bytes) -> str:
@@ -75,7 +71,7 @@ class ScriptHandler:
     async def run(self, index: int, body: bytes) -> None:
         env = {**os.environ, "CONSUL_INDEX": str(index)}
         try:
-            proc = await asyncio.create_subprocess_exec(
+            proc = await start_process(
                 *self.argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=None if self.passthrough else asyncio.subprocess.PIPE,
@@ -131,19 +127,19 @@ class ScriptHandler:
         try:
             code = await asyncio.wait_for(complete(), self.timeout if self.timeout > 0 else None)
         except TimeoutError:
-            _kill_group(proc.pid, signal.SIGTERM)
+            kill_group(proc.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(exited(), _GRACE)
             except TimeoutError:
-                _kill_group(proc.pid, signal.SIGKILL)
+                kill_group(proc.pid, signal.SIGKILL)
                 await exited()
-            _kill_group(proc.pid, signal.SIGKILL)  # descendants that ignored SIGTERM
+            kill_group(proc.pid, signal.SIGKILL)  # descendants that ignored SIGTERM
             raise CommandError(
                 f"handler {self.describe()!r} ran past its timeout of {self.timeout:g}s and was "
                 "killed with its process group (raise the watch's timeout if it needs longer)"
             ) from None
         except asyncio.CancelledError:
-            _kill_group(proc.pid, signal.SIGKILL)
+            kill_group(proc.pid, signal.SIGKILL)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(exited(), _GRACE)
             raise

@@ -19,10 +19,11 @@ import signal
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import CommandError
 
-__all__ = ["CommandResult", "describe", "run_command"]
+__all__ = ["CommandResult", "describe", "kill_group", "run_command", "start_process"]
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,36 @@ def describe(command: str | tuple[str, ...]) -> str:
     return command if isinstance(command, str) else " ".join(command)
 
 
-def _kill_group(pid: int, sig: int) -> None:
+def kill_group(pid: int, sig: int) -> None:
+    """``sig`` to the process group led by ``pid``; nothing if it is gone."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+async def start_process(*argv: str, **options: Any) -> asyncio.subprocess.Process:
+    """``asyncio.create_subprocess_exec`` that is safe to cancel; the child must lead its own
+    process group (``start_new_session`` or ``process_group=0``).
+
+    The child is running before asyncio has connected its pipes. Cancelled in between, Python
+    3.11 kills the child alone and then waits for every pipe to close: a descendant holding one
+    (``sleep 300 &``) kept ctemplate from stopping until it ended. Here the start runs in a task of
+    its own that a cancellation does not interrupt; it is let finish (within the grace period), the
+    child's whole group is killed, and the cancellation goes on.
+    """
+    start = asyncio.ensure_future(asyncio.create_subprocess_exec(*argv, **options))
+    try:
+        return await asyncio.shield(start)
+    except asyncio.CancelledError:
+        start.add_done_callback(_kill_started)
+        with contextlib.suppress(BaseException):
+            await asyncio.wait({start}, timeout=_GRACE)
+        raise
+
+
+def _kill_started(start: asyncio.Future[asyncio.subprocess.Process]) -> None:
+    if start.cancelled() or start.exception() is not None:
+        return  # nothing started (the error is the caller's, which was cancelled)
+    kill_group(start.result().pid, signal.SIGKILL)
 
 
 async def run_command(
@@ -100,7 +128,7 @@ async def _run(
 ) -> int:
     """Start ``argv`` and wait for its exit (not for its output to close); its exit status."""
     try:
-        proc = await asyncio.create_subprocess_exec(
+        proc = await start_process(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=stdout,
@@ -113,20 +141,20 @@ async def _run(
     try:
         return await asyncio.wait_for(proc.wait(), timeout if timeout > 0 else None)
     except TimeoutError:
-        _kill_group(proc.pid, signal.SIGTERM)
+        kill_group(proc.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), _GRACE)
         except TimeoutError:
-            _kill_group(proc.pid, signal.SIGKILL)
+            kill_group(proc.pid, signal.SIGKILL)
             await proc.wait()
         # Children that ignored SIGTERM go too.
-        _kill_group(proc.pid, signal.SIGKILL)
+        kill_group(proc.pid, signal.SIGKILL)
         raise CommandError(
             f"{what} {describe(command)!r} ran past its timeout of {timeout:g}s and was killed "
             "with its process group (raise command_timeout if it needs longer)"
         ) from None
     except asyncio.CancelledError:
-        _kill_group(proc.pid, signal.SIGKILL)
+        kill_group(proc.pid, signal.SIGKILL)
         with contextlib.suppress(Exception):
             await proc.wait()
         raise

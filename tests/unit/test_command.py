@@ -6,6 +6,7 @@ import os
 import time
 
 import pytest
+from cancel_start import SCRIPT, cancel_while_starting
 
 from ctemplate.errors import CommandError
 from ctemplate.output.command import run_command
@@ -49,3 +50,11 @@ async def test_timeout_kills_the_whole_process_group(tmp_path):
         time.sleep(0.1)
     else:
         pytest.fail(f"grandchild {pid} survived the timeout")
+
+
+async def test_cancelled_while_starting_leaves_nothing_running(tmp_path):
+    # Stopping ctemplate at the moment a command starts used to kill the shell alone: what it
+    # had already started in the background ran on.
+    pid_file = tmp_path / "bg.pid"
+    command = run_command(SCRIPT.format(pid_file=pid_file), timeout=0)
+    assert await cancel_while_starting(command, pid_file) is None

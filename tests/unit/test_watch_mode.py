@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from cancel_start import SCRIPT, cancel_while_starting
 
 from ctemplate.config import load_config_file
 from ctemplate.config.model import HttpHandlerConfig, WatchConfig
@@ -169,6 +170,17 @@ def test_script_handler_gets_stdin_and_index_and_does_not_wait_for_background_ch
 
     assert asyncio.run(run()) < 5  # not the background sleep's 30 s
     assert out.read_text() == '{"a":1}\n42\n'
+
+
+def test_script_handler_cancelled_while_starting_ends_at_once_and_leaves_nothing_running(
+    tmp_path: Path,
+) -> None:
+    # The flaky SIGTERM test of `ctemplate watch` had this cause: cancelled before asyncio had
+    # connected the handler's pipes, Python killed the shell alone and waited for pipes that its
+    # background sleep held open, for 300 s.
+    pid_file = tmp_path / "bg.pid"
+    handler = ScriptHandler(("/bin/sh", "-c", SCRIPT.format(pid_file=pid_file)), timeout=0)
+    assert asyncio.run(cancel_while_starting(handler.run(7, b"null\n"), pid_file)) is None
 
 
 def test_script_handler_failure_names_status_and_stderr_tail() -> None:
