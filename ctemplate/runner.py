@@ -261,6 +261,7 @@ def _start_execution(
     unit: _Unit,
     data: Mapping[str, Any],
     write: Callable[[str, Callable[[], None]], bool | None] | None = None,
+    settled: Callable[[], None] | None = None,
 ) -> asyncio.Future[_Outcome]:
     """Execute ``unit``'s template against ``data`` in a worker thread, under its budgets;
     with ``write``, also write a complete output in that same thread (one hand-off per change,
@@ -270,7 +271,9 @@ def _start_execution(
     stopping) and calls ``visible()`` once the new file is in place: the future is settled
     then. When the template has a command, the directory's fsync that follows settles
     ``_Outcome.synced``, which the command waits for (output/write.py); without one nothing
-    waits for it, and the worker posts nothing more to the loop. The write is skipped if the
+    waits for it, and the worker posts nothing more to the loop. ``settled()`` is called on the
+    loop right after the future is settled, in the same turn (a done callback would run a turn
+    later). The write is skipped if the
     unit's result is to be discarded by then (a reload or an edit of the template while it
     ran).
 
@@ -293,6 +296,8 @@ def _start_execution(
             future.set_exception(error)
         else:
             future.set_result(result)  # type: ignore[arg-type]
+        if settled is not None:
+            settled()
 
     def post(fn: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
@@ -652,6 +657,18 @@ class Runner:
         snapshot: dict[str, Any] | None = None  # the data as this pass found it
         generation = (-1, -1)
         started: list[asyncio.Future[_Outcome]] = []
+        # Resolved by the last execution of this pass to end (not asyncio.wait(): its done
+        # callbacks cost one more turn of the loop per change). Executions end in callbacks
+        # posted by their workers, so none ends before this pass waits.
+        all_ended = asyncio.get_running_loop().create_future()
+        running = 0
+
+        def ended() -> None:
+            nonlocal running
+            running -= 1
+            if running == 0 and not all_ended.done():
+                all_ended.set_result(None)
+
         for unit in self._units:
             if not (unit.dirty or unit.due or not changed.isdisjoint(unit.queries)):
                 continue
@@ -666,10 +683,13 @@ class Runner:
             unit.running_gen = generation
             # Written in the worker too when no quiescence period can hold the write back.
             write = self._write_in_worker(unit) if self._writes_at_once(unit) else None
-            unit.running = _start_execution(unit, data, write)
+            unit.running = _start_execution(unit, data, write, ended)
             started.append(unit.running)
         if started:
-            await asyncio.wait(started, timeout=_EXECUTION_BUDGET)
+            running = len(started)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_EXECUTION_BUDGET):
+                    await all_ended
             for task in started:
                 if not task.done():  # the next pass takes it
                     task.add_done_callback(lambda _task: self._wake.set())
