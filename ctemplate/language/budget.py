@@ -318,6 +318,7 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
 
 
 _SIZED_MAP = (*_SIZED, dict)
+_SIZED_EXACT = frozenset(_SIZED_MAP)  # checked by exact type first: a set lookup
 
 
 def _check_size(what: str, value: Any, limit: int) -> None:
@@ -465,6 +466,17 @@ class BudgetHooks:
     def join_operands(self, parts: tuple[Any, ...]) -> str:
         """``a ~ b ~ ...`` (see ``_RuntimeOnly.visit_Concat``): refused before joining if the
         result would be past ``execution_max_size``."""
+        if len(parts) == 2:  # ``prefix ~ i``: nearly every one, and a template may do 1,000
+            first, second = parts
+            if type(first) is not str:
+                first = str(first)
+            if type(second) is not str:
+                second = str(second)
+            size = len(first) + len(second)
+            p = current.get(None)
+            if p is not None and size > p.options.max_size:
+                raise _too_big("the operator '~'", size, p.options.max_size)
+            return first + second
         texts = [part if type(part) is str else str(part) for part in parts]
         limit = _limit()
         if limit is not None and (size := sum(map(len, texts))) > limit:
@@ -500,10 +512,11 @@ class BudgetHooks:
             if _block_vars is not None:
                 kwargs["_block_vars"] = _block_vars
             result = super().call(__context, __obj, *args, **kwargs)  # type: ignore[misc]
-        limit = _limit()
-        if limit is not None and isinstance(result, _SIZED_MAP) and len(result) > limit:
-            what = f"{getattr(__obj, '__name__', 'a call')}()"  # (only when refused)
-            raise _too_big(what, len(result), limit)
+        if type(result) in _SIZED_EXACT or isinstance(result, _SIZED_MAP):
+            limit = _limit()
+            if limit is not None and len(result) > limit:
+                what = f"{getattr(__obj, '__name__', 'a call')}()"  # (only when refused)
+                raise _too_big(what, len(result), limit)
         return result
 
 

@@ -99,6 +99,12 @@ def test_the_tilde_operator_is_held_to_the_size_budget():
     assert "the operator '~' would make a value of 9 bytes" in str(
         _run('{{ "a" ~ 1 ~ none ~ [2] }}', max_size=8).error
     )
+    # Two operands (a path of its own, the common ``prefix ~ i``): the same boundary.
+    assert _run('{{ "ab" ~ 1234567 }}', max_size=9).text == "ab1234567"
+    assert "the operator '~' would make a value of 9 bytes" in str(
+        _run('{{ "ab" ~ 1234567 }}', max_size=8).error
+    )
+    assert _run("{{ none ~ [1] }}", max_size=9).text == "None[1]"
 
 
 def test_watchdog_stops_a_loop_that_writes_nothing():
