@@ -273,9 +273,8 @@ def _start_execution(
     ``_Outcome.synced``, which the command waits for (output/write.py); without one nothing
     waits for it, and the worker posts nothing more to the loop. ``settled()`` is called on the
     loop right after the future is settled, in the same turn (a done callback would run a turn
-    later). The write is skipped if the
-    unit's result is to be discarded by then (a reload or an edit of the template while it
-    ran).
+    later). The write is skipped if the unit's result is to be discarded by then (a reload or an
+    edit of the template while it ran).
 
     The budget's watchdog is not woken for each execution: a timer on the loop wakes it only
     for one still running after the watchdog's polling period (most end within a
