@@ -250,7 +250,7 @@ def idle_rss(agent: Any, tmp: Path, ct: Sequence[str], idle: float) -> dict[str,
     out: dict[str, int] = {}
     cases = (("one key()", keys[:1], False), ("1,000 key()", keys, False), ("1,000 Go", keys, True))
     # A first daemon, not measured: it compiles the bytecode of what only a daemon imports
-    # (watchfiles, anyio), which the -once runs above never cached. Compiling swells the heap,
+    # and -once leaves out, which the -once runs above never cached. Compiling swells the heap,
     # so without it the first case measured the compiler, not the daemon (+5 MiB).
     for label, used, go in (("warm-up", keys[:1], False), *cases):
         src = tmp / ("rss.ctmpl" if go else "rss.j2")
