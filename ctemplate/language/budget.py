@@ -44,11 +44,11 @@ from types import FunctionType
 from typing import Any, TypeVar
 
 from jinja2.compiler import CodeGenerator
-from jinja2.nodes import Impossible, TemplateData
+from jinja2.nodes import Impossible, Name, TemplateData
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import TemplateError
-from .execution import BudgetExceeded, Execution, current
+from .execution import Execution, current, too_big
 
 __all__ = [
     "BoundedEnvironment",
@@ -275,23 +275,16 @@ def _limit() -> int | None:
     return p.options.max_size if p is not None else None
 
 
-def _too_big(what: str, size: int, limit: int) -> BudgetExceeded:
-    return BudgetExceeded(
-        f"{what} would make a value of {size:,} bytes or items, past execution_max_size "
-        f"({limit:,}); raise execution_max_size if this is meant"
-    )
-
-
 def _check_widths(what: str, fmt: Any, args: Any, limit: int) -> None:
     """A format string's widths, and numbers passed to it (``*``), stay below ``limit``."""
     if isinstance(fmt, str):
         for digits in _DIGITS.findall(fmt):
             if int(digits) > limit:
-                raise _too_big(what, int(digits), limit)
+                raise too_big(what, int(digits), limit)
     values = args if isinstance(args, tuple | list) else (args,)
     for value in values:
         if isinstance(value, int) and not isinstance(value, bool) and value > limit:
-            raise _too_big(what, value, limit)
+            raise too_big(what, value, limit)
 
 
 def check_binop(operator: str, left: Any, right: Any) -> None:
@@ -302,17 +295,17 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
     if operator == "*":
         seq, n = (left, right) if isinstance(left, _SIZED) else (right, left)
         if isinstance(seq, _SIZED) and isinstance(n, int) and len(seq) * n > limit:
-            raise _too_big(f"the operator {operator!r}", len(seq) * n, limit)
+            raise too_big(f"the operator {operator!r}", len(seq) * n, limit)
     elif operator == "+":
         if isinstance(left, _SIZED) and isinstance(right, _SIZED):
             size = len(left) + len(right)
             if size > limit:
-                raise _too_big("the operator '+'", size, limit)
+                raise too_big("the operator '+'", size, limit)
     elif operator == "**":
         if isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
             digits = right * abs(left).bit_length() // 3  # about the decimal digits
             if digits > limit:
-                raise _too_big("the operator '**'", digits, limit)
+                raise too_big("the operator '**'", digits, limit)
     elif operator == "%" and isinstance(left, str):
         _check_widths("the operator '%'", left, right, limit)
 
@@ -323,7 +316,7 @@ _SIZED_EXACT = frozenset(_SIZED_MAP)  # checked by exact type first: a set looku
 
 def _check_size(what: str, value: Any, limit: int) -> None:
     if isinstance(value, _SIZED_MAP) and len(value) > limit:
-        raise _too_big(what, len(value), limit)
+        raise too_big(what, len(value), limit)
 
 
 def check_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
@@ -354,7 +347,7 @@ def _check_replace(what: str, s: Any, old: Any, new: Any, limit: int) -> None:
         count = s.count(old)
         size = len(s) + count * (len(new) - len(old))
         if size > limit:
-            raise _too_big(what, size, limit)
+            raise too_big(what, size, limit)
 
 
 class _NotInExecution(Exception):
@@ -387,7 +380,7 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             if name == "indent" and len(args) >= 2 and isinstance(args[1], str):
                 lines = str(subject).count("\n") + 1
                 if lines * len(args[1]) > limit:
-                    raise _too_big("indent()", lines * len(args[1]), limit)
+                    raise too_big("indent()", lines * len(args[1]), limit)
         result = func(*all_args, **kwargs)
         _check_size(f"{name}()", result, limit)
         return result
@@ -429,6 +422,65 @@ class _RuntimeOnly(CodeGenerator):
             self.visit(arg, frame)
             self.write(", ")
         self.write("))")
+
+    def visit_Call(self, node: Any, frame: Any, forward_caller: bool = False) -> None:
+        """``key("a")``, where ``key`` is one of the environment's ``data_calls``, as
+        ``(_c if (_c := key) is environment.data_calls["key"] else <the sandbox's call>)("a")``:
+        the function itself is called, without the sandbox's layers (``environment.call``: half
+        a microsecond, more than ``key()`` itself, per call of a template that makes 1,000).
+
+        The name is checked at each execution, by identity: a template that sets ``key`` to
+        something else, or a ``function_denylist`` that replaces it, gets the sandbox's call.
+        The arguments are written once (a nested call is not written twice), positional ones
+        only; anything else is Jinja's own call."""
+        callee = node.node
+        data_calls = getattr(self.environment, "data_calls", {})
+        if (
+            forward_caller
+            or type(callee) is not Name
+            or callee.ctx != "load"
+            or callee.name not in data_calls
+            or node.kwargs
+            or node.dyn_args is not None
+            or node.dyn_kwargs is not None
+            or self.environment.is_async
+        ):
+            super().visit_Call(node, frame, forward_caller=forward_caller)
+            return
+        self.write("(_c if (_c := ")
+        self.visit(callee, frame)
+        self.write(f") is environment.data_calls[{callee.name!r}] else ")
+        self.write("environment.sandboxed_call(context, _c")
+        self.write(", _loop_vars" if frame.loop_frame else ", None")
+        self.write(", _block_vars" if frame.block_frame else ", None")
+        self.write("))(")
+        for i, arg in enumerate(node.args):
+            if i:
+                self.write(", ")
+            self.visit(arg, frame)
+        self.write(")")
+
+    def _plain_output(self, frame: Any, finalize: Any) -> bool:
+        return (
+            not frame.eval_ctx.volatile
+            and not frame.eval_ctx.autoescape
+            and finalize.src == "environment.finalize("
+        )
+
+    def _output_child_pre(self, node: Any, frame: Any, finalize: Any) -> None:
+        """A printed value, ``{{ x }}``, as ``(_p if type(_p := x) is str else
+        str(environment.finalize(_p)))``: a string (nearly every printed value) is output as it
+        is, without two calls that would give it back unchanged."""
+        if self._plain_output(frame, finalize):
+            self.write("(_p if type(_p := ")
+        else:
+            super()._output_child_pre(node, frame, finalize)
+
+    def _output_child_post(self, node: Any, frame: Any, finalize: Any) -> None:
+        if self._plain_output(frame, finalize):
+            self.write(") is str else str(environment.finalize(_p)))")
+        else:
+            super()._output_child_post(node, frame, finalize)
 
     def visit_EvalContextModifier(self, node: Any, frame: Any) -> None:
         for keyword in node.options:
@@ -475,13 +527,26 @@ class BudgetHooks:
             size = len(first) + len(second)
             p = current.get(None)
             if p is not None and size > p.options.max_size:
-                raise _too_big("the operator '~'", size, p.options.max_size)
+                raise too_big("the operator '~'", size, p.options.max_size)
             return first + second
         texts = [part if type(part) is str else str(part) for part in parts]
         limit = _limit()
         if limit is not None and (size := sum(map(len, texts))) > limit:
-            raise _too_big("the operator '~'", size, limit)
+            raise too_big("the operator '~'", size, limit)
         return "".join(texts)
+
+    # ctemplate's data functions by name (``key``...), called straight from the generated code
+    # (see ``_RuntimeOnly.visit_Call``); each holds its own result to execution_max_size.
+    data_calls: Mapping[str, Callable[..., Any]] = {}
+
+    def sandboxed_call(
+        self, context: Any, obj: Any, loop_vars: Any, block_vars: Any
+    ) -> Callable[..., Any]:
+        """``obj`` to be called through :meth:`call`: a name of ``data_calls`` that a template
+        has set to something else."""
+        return functools.partial(
+            self.call, context, obj, _loop_vars=loop_vars, _block_vars=block_vars
+        )
 
     def call(
         __self,
@@ -516,7 +581,7 @@ class BudgetHooks:
             limit = _limit()
             if limit is not None and len(result) > limit:
                 what = f"{getattr(__obj, '__name__', 'a call')}()"  # (only when refused)
-                raise _too_big(what, len(result), limit)
+                raise too_big(what, len(result), limit)
         return result
 
 

@@ -28,16 +28,26 @@ __all__ = [
     "Pass",
     "check_budget",
     "current",
+    "held",
     "lookup",
     "missing",
     "options_for",
     "read_source",
     "recall",
+    "too_big",
 ]
 
 
 class BudgetExceeded(TemplateError):
     """An execution went past ``execution_timeout`` or ``execution_max_size``."""
+
+
+def too_big(what: str, size: int, limit: int) -> BudgetExceeded:
+    """The error for a value that ``what`` would make past ``execution_max_size``."""
+    return BudgetExceeded(
+        f"{what} would make a value of {size:,} bytes or items, past execution_max_size "
+        f"({limit:,}); raise execution_max_size if this is meant"
+    )
 
 
 @dataclass(slots=True)
@@ -124,6 +134,20 @@ def missing(query: Query) -> None:
 def lookup(query: Query, empty: Any) -> Any:
     found, value = recall(query)
     return value if found else empty
+
+
+def held(what: str, value: Any) -> Any:
+    """``value``, refused if its length is past ``execution_max_size``: what a data function
+    returns, for the functions a Jinja template calls without the sandbox's result check
+    (``jinja.DATA_CALLS``)."""
+    if type(value) in _SIZED_RESULTS:
+        limit = current.get().options.max_size
+        if len(value) > limit:
+            raise too_big(what, len(value), limit)
+    return value
+
+
+_SIZED_RESULTS = frozenset({str, tuple, list, dict})
 
 
 def check_budget(output: int = 0) -> None:

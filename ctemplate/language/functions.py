@@ -31,7 +31,7 @@ from ..consul.queries import (
 )
 from ..errors import TemplateError
 from . import local
-from .execution import current, lookup, missing, recall
+from .execution import current, held, lookup, missing, recall, too_big
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +39,22 @@ log = logging.getLogger(__name__)
 # --- Consul data functions (names as in consul-template) ---------------------------------------
 
 
+# The functions of jinja.DATA_CALLS (called by a Jinja template without the sandbox's layers)
+# hold what they return to execution_max_size themselves (``held``; ``key`` inline).
+
+
 def service(*args: Any) -> Any:
     """``service("[tag.]name[@dc][~near][|filter,...]")``: healthy instances, sorted by node."""
-    return lookup(parse_service(args), ())
+    return held("service()", lookup(parse_service(args), ()))
 
 
 def connect(*args: Any) -> Any:
     """``connect("name")``: Connect-capable instances (sidecar proxies or native services)."""
-    return lookup(parse_connect(args), ())
+    return held("connect()", lookup(parse_connect(args), ()))
 
 
 def services(*args: Any) -> Any:
-    return lookup(parse_services(args), ())
+    return held("services()", lookup(parse_services(args), ()))
 
 
 @functools.lru_cache(maxsize=16384)
@@ -84,9 +88,11 @@ def key(path: Any) -> str:
     if value is _ABSENT:
         execution.missing[cache_key] = query
         return ""
-    if type(value) is str:
-        return value
-    return "" if value is None else str(value)
+    if type(value) is not str:
+        value = "" if value is None else str(value)
+    if len(value) > p.options.max_size:
+        raise too_big("key()", len(value), p.options.max_size)
+    return value
 
 
 def key_exists(path: Any) -> bool:
@@ -100,7 +106,7 @@ def key_or_default(path: Any, default: Any = "") -> Any:
     if path == "":
         return default
     value = lookup(parse_key("keyOrDefault", path), None)
-    return default if value in (None, "") else value
+    return default if value in (None, "") else held("keyOrDefault()", value)
 
 
 def _pairs(kind: str, prefix: Any, keep: Callable[[str], bool], *, safe: bool) -> Any:

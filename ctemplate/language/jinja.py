@@ -427,6 +427,14 @@ _DIRECT_CALLS = frozenset(
 )
 
 
+# ctemplate's data functions that a template calls without any layer of the sandbox (not even
+# :meth:`budget.BudgetHooks.call`'s): each holds its own result to execution_max_size.
+DATA_CALLS: dict[str, Callable[..., Any]] = {
+    name: REGISTRY[name].impl
+    for name in ("key", "keyOrDefault", "keyExists", "service", "connect", "services")
+}
+
+
 class _BoundedSandbox(budget.BudgetHooks, SandboxedEnvironment):
     """ctemplate's sandbox (language/sandbox.py) with the execution budgets' checks
     (language/budget.py)."""
@@ -450,6 +458,7 @@ class TemplateEngine:
         )
         self.env.globals.update(GLOBALS)
         self.env.direct_calls = _DIRECT_CALLS
+        self.env.data_calls = DATA_CALLS
         self.env.filters.update(FILTERS)
         self.env.bound_filters(self.env.filters)
 

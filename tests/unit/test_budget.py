@@ -83,6 +83,29 @@ def test_a_value_returned_by_a_function_is_checked_against_the_size_budget():
     assert execution.text == "x" * 10 + "y" * (limit - 10)
 
 
+@pytest.mark.parametrize(
+    ("text", "cache_key", "value", "what"),
+    [
+        ('{{ keyOrDefault("big", "") }}', "kv.get(big)", "y" * 11, "keyOrDefault()"),
+        ('{{ service("web") }}', "health.service(web|passing)", tuple(range(11)), "service()"),
+        ("{{ services() }}", "catalog.services", tuple(range(11)), "services()"),
+        ('{{ connect("web") }}', "health.connect(web|passing)", tuple(range(11)), "connect()"),
+    ],
+)
+def test_data_functions_called_directly_hold_their_result_to_the_size_budget(
+    text, cache_key, value, what
+):
+    """The data functions a template calls without the sandbox's call (jinja.DATA_CALLS)
+    check their own result, named as the template calls them."""
+    tc = TemplateConfig(destination="/dev/null", contents=text, execution_max_size=10, origin="t")
+    compiled = TemplateEngine(Config()).load(tc)
+    execution = budget.run(compiled.execute, {cache_key: value}, name="t", timeout=5, max_size=10)
+    assert str(execution.error) == (
+        f"t.contents:1: {what} would make a value of 11 bytes or items, past "
+        "execution_max_size (10); raise execution_max_size if this is meant"
+    )
+
+
 def test_the_tilde_operator_is_held_to_the_size_budget():
     """``~`` is refused before it joins past execution_max_size, as ``+`` is: a string doubled
     in a loop stops at the limit, not when the watchdog next looks at the process's memory."""

@@ -309,6 +309,37 @@ def test_function_denylist(tmp_path):
     assert _load('{{ plugin("echo", "x") }}', tmp_path).execute({}).text == "x"
 
 
+def test_a_data_function_is_called_directly_only_while_its_name_is_the_function(tmp_path):
+    """``key("a")`` calls ctemplate's key() without the sandbox's layers (budget._RuntimeOnly's
+    visit_Call); a template that gives the name to something else calls that, through the
+    sandbox, and a denylisted name stays denied."""
+    data = {"kv.block(a)": "A", "kv.block(b)": "B", "kv.block(A)": "second", "kv.block(k)": "a"}
+    t = _load('{{ key("a") }} {{ key(key("k")) }} {{ key(key(key("k"))) }}', tmp_path)
+    assert t.execute(data).text == "A A second"
+    code = t._template.environment.compile('{{ key("a") }}', raw=True)
+    assert "environment.data_calls['key']" in code  # the direct call is what runs
+    # Shadowed by a macro, a set value, a loop variable: what the name now holds is called.
+    text = '{% macro key(x) %}M{{ x }}{% endmacro %}{{ key("a") }}'
+    assert _load(text, tmp_path).execute(data).text == "Ma"
+    text = '{% set key = keyOrDefault %}{{ key("missing", "dflt") }}{{ key("b", "-") }}'
+    ex = _load(text, tmp_path).execute(data)
+    assert ex.text is None and sorted(ex.missing) == ["kv.get(b)", "kv.get(missing)"]
+    both = {"kv.get(missing)": None, "kv.get(b)": "B"}
+    assert _load(text, tmp_path).execute(both).text == "dfltB"
+    text = "{% for key in [service] %}{{ key('web') | length }}{% endfor %}"
+    assert _load(text, tmp_path).execute({"health.service(web|passing)": ()}).text == "0"
+    text = '{% set key = "s" %}{{ key("a") }}'
+    assert "'str' object is not callable" in str(_load(text, tmp_path).execute(data).error)
+    # Denylisted: the name holds the refusal, which is called.
+    t = _load('{{ key("a") }}', tmp_path, function_denylist=("key",))
+    assert str(t.execute(data).error) == (
+        f"{tmp_path}/t.j2:1: key() is disabled by function_denylist (pattern 'key')"
+    )
+    # Called with a keyword or unpacked arguments: Jinja's own call, same result.
+    assert _load('{{ keyOrDefault("b", default="x") }}', tmp_path).execute(both).text == "B"
+    assert _load('{{ key(*["a"]) }}', tmp_path).execute(data).text == "A"
+
+
 def test_write_to_file(tmp_path):
     out = tmp_path / "d" / "f.txt"
     t = _load(
