@@ -23,7 +23,7 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
@@ -174,11 +174,13 @@ class ConsulClient:
         wait: float = 60.0,
         stale: bool = False,
         headers: Mapping[str, str] | None = None,
+        decode: Callable[[bytes], Any] = json.loads,
     ) -> ConsulResponse:
         """One GET; with ``index > 0`` it blocks up to ``wait`` seconds for a change.
 
         A 404 is an answer (``data=None``), not an error: Consul sends it for absent keys.
-        ``headers`` go with this request only (a watch's own token).
+        ``headers`` go with this request only (a watch's own token). ``decode`` turns a 200's
+        body into ``data`` (a loop's :class:`.answers.AnswerDecoder`).
         """
         q: dict[str, str | list[str]] = dict(params or {})
         if index > 0:
@@ -266,7 +268,7 @@ class ConsulClient:
             raise err
         else:
             try:
-                data = json.loads(body)
+                data = decode(body)
             except ValueError as exc:
                 err = ConsulError(f"GET {path}: Consul sent a body that is not JSON")
                 self.failed_requests += 1

@@ -198,7 +198,8 @@ class HealthServiceDecoder:
         for entry in entries or ():
             key = ((entry.get("Node") or {}).get("Node"), (entry.get("Service") or {}).get("ID"))
             known = previous.get(key)
-            if known is not None and known[0] == entry:
+            # (``is``: an element the loop's AnswerDecoder reused from the last answer)
+            if known is not None and (known[0] is entry or known[0] == entry):
                 record = known[1]
             else:
                 record = HealthService.from_api(entry)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConsulError
+from .answers import AnswerDecoder
 from .client import ConsulClient, ConsulResponse
 from .plan import Plan, plan
 from .poll import poll_consul, poll_file
@@ -81,6 +82,7 @@ class _Poll:
         self.failed = False  # the last request failed: the next one must not block
         self.blocked = False  # the last answer came from a blocking request
         self.reported: str | None = None  # the non-transient error last reported
+        self.decode = AnswerDecoder()  # this loop's answers, unchanged elements reused
 
     async def run(self) -> None:
         try:
@@ -165,7 +167,12 @@ class _Poll:
             stale = s.max_stale > 0
             try:
                 resp = await client.get(
-                    self.path, self.params, index=index, wait=s.wait, stale=stale
+                    self.path,
+                    self.params,
+                    index=index,
+                    wait=s.wait,
+                    stale=stale,
+                    decode=self.decode,
                 )
                 if stale and resp.last_contact > s.max_stale:
                     log.debug(
@@ -173,7 +180,9 @@ class _Poll:
                         self.name,
                         resp.last_contact,
                     )
-                    resp = await client.get(self.path, self.params, index=index, wait=s.wait)
+                    resp = await client.get(
+                        self.path, self.params, index=index, wait=s.wait, decode=self.decode
+                    )
             except ConsulError as exc:
                 self.watcher.query_failed(self.name, exc)
                 raise

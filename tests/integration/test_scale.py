@@ -8,10 +8,14 @@ Consul within seconds, and that ctemplate never holds more connections than allo
 from __future__ import annotations
 
 import base64
+import json
 import time
+import urllib.request
 
 from connections import PeakConnections
 from ctemplate_proc import Daemon, read, run_ctemplate, wait_for
+
+from ctemplate.consul.answers import AnswerDecoder
 
 
 def _seed_keys(consul, prefix: str, n: int, value: str = "v0") -> None:
@@ -133,6 +137,31 @@ def test_twelve_hundred_keys_through_one_prefix_read(consul, unique, tmp_path):
         extra = "here"
         follows("a key keyOrDefault() waited for")
         assert "1 KV prefixes" in ct.log()
+
+
+def test_a_prefix_answer_is_decoded_reusing_the_keys_that_did_not_change(consul, unique):
+    """Promise: Consul 1.8.7 indents its answers as consul/answers.py expects, so a change to
+    one of a prefix's keys decodes that key's entry alone, and the result is json.loads'."""
+    prefix = f"{unique}/reuse/"
+    _seed_keys(consul, prefix, 100)
+    consul.put_kv(prefix + 'odd},{"Key": "x"}', "}\n    },\n    {\n")
+    url = f"http://{consul.http_addr}/v1/kv/{prefix}?recurse&stale"
+
+    def body() -> bytes:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.read()
+
+    decode = AnswerDecoder()
+    first = body()
+    assert decode(first) == json.loads(first)
+    consul.put_kv(f"{prefix}42", "changed")
+    second = body()
+    entries = decode(second)
+    assert entries == json.loads(second)
+    assert decode.reused == 100  # of 101 entries, all but key 42
+    assert [base64.b64decode(e["Value"]) for e in entries if e["Key"] == f"{prefix}42"] == [
+        b"changed"
+    ]
 
 
 def test_service_fan_out_through_the_health_sentinel(consul, unique, tmp_path):
