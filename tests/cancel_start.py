@@ -64,10 +64,12 @@ async def cancel_while_starting(start: Coroutine[Any, Any, Any], pid_file: Path)
             return "still running 10 s after it was cancelled"
         if not task.cancelled():
             return f"ended without the cancellation: {task.exception() or task.result()!r}"
+        # The loop is held from here on: whatever the cancelled coroutine left for the loop to
+        # finish later (a pipe's end not yet read) is still undone when the caller's loop closes.
         for _ in range(100):
             if not alive(background):
                 return None
-            await asyncio.sleep(0.05)
+            time.sleep(0.05)
         return f"the child's background sleep (pid {background}) outlived the cancellation"
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -142,10 +142,16 @@ class ScriptHandler:
             kill_group(proc.pid, signal.SIGKILL)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(exited(), _GRACE)
+                await asyncio.wait(tasks, timeout=_GRACE)  # the pipes' ends, with the group's
             raise
         finally:
             for task in tasks:
                 task.cancel()
+            # The feeding task may have been cancelled before it closed the handler's stdin (a
+            # handler that exited or was killed without reading it): closed here, or the pipe
+            # is left to the garbage collector, which closes it on a loop that may be gone.
+            assert proc.stdin is not None
+            proc.stdin.close()
         if tail and not self.passthrough:  # the agent logs a handler's output at debug too
             log.debug("(watch) handler %r output: %s", self.describe(), _one_line(bytes(tail)))
         if code != 0:

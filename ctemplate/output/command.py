@@ -69,13 +69,20 @@ async def start_process(*argv: str, **options: Any) -> asyncio.subprocess.Proces
         start.add_done_callback(_kill_started)
         with contextlib.suppress(BaseException):
             await asyncio.wait({start}, timeout=_GRACE)
+            if start.done() and not start.cancelled() and start.exception() is None:
+                # Killed with its group: its pipes close now. Waited for, so that no pipe is
+                # left for the garbage collector to close on a loop that may be gone.
+                await asyncio.wait_for(start.result().wait(), _GRACE)
         raise
 
 
 def _kill_started(start: asyncio.Future[asyncio.subprocess.Process]) -> None:
     if start.cancelled() or start.exception() is not None:
         return  # nothing started (the error is the caller's, which was cancelled)
-    kill_group(start.result().pid, signal.SIGKILL)
+    proc = start.result()
+    kill_group(proc.pid, signal.SIGKILL)
+    if proc.stdin is not None:  # nobody else will close it (see ScriptHandler.run)
+        proc.stdin.close()
 
 
 async def run_command(
