@@ -55,8 +55,10 @@ upstream web {
 # Issue #16: -once also leaves out tenacity (until a request fails), YAML, the status server,
 # the exec and de-duplication modes, the watch blocks' loop and handlers (only a daemon with
 # watch blocks needs them), ctypes (the budget's interrupt) and difflib (error messages);
-# session 6: httpx, httpcore and anyio (a plain-HTTP agent is spoken to on h11 directly).
+# session 6: httpx, httpcore and anyio (a plain-HTTP agent is spoken to on h11 directly); session
+# 8: h11 (ctemplate reads a plain-HTTP answer itself).
 ONCE_UNUSED = (
+    "h11",
     "httpx",
     "httpcore",
     "anyio",

@@ -1,5 +1,5 @@
 """The HTTP client for Consul: every request through one connection pool, the budget. A plain-HTTP
-agent is spoken to by ctemplate's own pool on h11 (``http11.py``), an encrypted one through httpx
+agent is spoken to by ctemplate's own HTTP/1.1 pool (``http11.py``), an encrypted one through httpx
 (``transport.py``, imported only then); both take the same requests and raise the same errors.
 
 Errors are translated here, at the boundary, into :class:`ConsulError` whose message names the

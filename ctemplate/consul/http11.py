@@ -1,13 +1,14 @@
-"""HTTP/1.1 to a plain-HTTP Consul agent: a connection pool on asyncio's socket calls, with h11
-(httpx's own HTTP/1.1 engine) reading and writing every message.
+"""HTTP/1.1 to a plain-HTTP Consul agent: a connection pool on asyncio's socket calls, writing
+each request and reading each answer itself (RFC 9112: the parts a client of one agent needs).
 
 Why not httpx's client here: a long-poller's request is small and always the same shape (a GET,
 or a PUT of a few bytes, whose whole answer is read), and httpx's generality is paid on every
 change: its client models, then httpcore's pool and connection objects, their anyio locks (each
-one a trip around the event loop) and cancel scopes, trace hooks and byte streams. On one small
-answer that is ~0.5 ms of CPU above what h11 itself costs (``bench/request_cost.py``), most of a
-change's cost in the network layer. Encrypted agents keep httpx (``transport.py``): there the
-cipher dominates, and its TLS layer is tested where ours would not be.
+one a trip around the event loop) and cancel scopes, trace hooks and byte streams: on one small
+answer ~0.5 ms of CPU above what h11, its HTTP/1.1 engine, costs (``bench/request_cost.py``).
+h11's general state machine then cost ~0.23 ms per request more than the reading done here.
+Encrypted agents keep httpx (``transport.py``): there the cipher dominates, and its TLS layer is
+tested where ours would not be.
 
 :class:`Pool` is the connection budget: at most ``max_connections`` sockets open to the agent,
 requests beyond it queue in order. A connection is kept for the next request when an answer was
@@ -24,12 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import select
 import socket
 import time
 from dataclasses import dataclass
-
-import h11
 
 __all__ = [
     "Answer",
@@ -77,11 +77,10 @@ class Answer:
 
 
 class _Connection:
-    __slots__ = ("h11", "idle_since", "sock", "used")
+    __slots__ = ("idle_since", "sock", "used")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
         self.used = False  # has carried a request already (a failure may be a stale close)
 
@@ -302,75 +301,222 @@ class Pool:
         retry: bool,
     ) -> tuple[Answer, bool]:
         """The request on ``conn`` and its answer, and whether ``conn`` may be kept."""
-        protocol = conn.h11
-        if body is not None:
-            headers = [*headers, (b"content-length", str(len(body)).encode())]
-        try:
-            data = protocol.send(h11.Request(method=method, target=target, headers=headers))
-            if body:
-                data += protocol.send(h11.Data(data=body))
-            data += protocol.send(h11.EndOfMessage())
-        except h11.LocalProtocolError:
-            # h11's message quotes the offending value, which may be a token: not kept, not even
-            # as the cause (a debug log's traceback would print it).
-            raise LocalProtocolError("a header name or value is not allowed in HTTP") from None
+        data = _request(method, target, headers, body)
         # Only a GET is sent again (it changes nothing); only from a kept connection (a new one
         # that fails is the agent's failure); only before any byte of the answer arrived.
         again = retry and conn.used and method == b"GET"
-        loop = asyncio.get_running_loop()
-        sock = conn.sock
-        status = 0
-        answer_headers: dict[bytes, bytes] = {}
-        parts: list[bytes] = []
-        heard = eof = False  # some of the answer came; the agent closed the connection
+        reader = _Reader(conn.sock, again, head_only=method == b"HEAD")
         try:
             async with asyncio.timeout(answer_within):
                 try:
-                    await loop.sock_sendall(sock, data)
+                    await reader.loop.sock_sendall(conn.sock, data)
                 except OSError as exc:
                     if again:
                         raise _Retry from exc
                     raise WriteError(str(exc) or type(exc).__name__) from exc
-                while True:
-                    event = protocol.next_event()
-                    if event is h11.NEED_DATA:
-                        try:
-                            chunk = await loop.sock_recv(sock, _CHUNK)
-                        except OSError as exc:
-                            if again and not heard:
-                                raise _Retry from exc
-                            raise ReadError(str(exc) or type(exc).__name__) from exc
-                        if not chunk:
-                            if again and not heard:
-                                raise _Retry
-                            eof = True
-                        heard = True
-                        protocol.receive_data(chunk)
-                        continue
-                    kind = type(event)
-                    if kind is h11.Data:
-                        parts.append(event.data)  # type: ignore[union-attr]
-                    elif kind is h11.Response:
-                        status = event.status_code  # type: ignore[union-attr]
-                        answer_headers = dict(event.headers)  # type: ignore[union-attr]
-                    elif kind is h11.EndOfMessage:
-                        break
-                    # An informational (1xx) answer is skipped: the final one follows.
+                answer, reusable = await reader.answer()
         except TimeoutError as exc:
             raise AnswerDeadline(f"no complete answer within {answer_within:.1f}s") from exc
-        except h11.RemoteProtocolError as exc:
-            if eof:
-                where = "in the middle of the answer" if status else "without answering"
+        except BadAnswer as exc:
+            if reader.eof:
+                where = "in the middle of the answer" if reader.status else "without answering"
                 raise ReadError(f"the agent closed the connection {where}") from exc
             raise ReadError(f"the answer is not valid HTTP/1.1 ({exc})") from exc
+        return answer, reusable
+
+
+# -- the messages ------------------------------------------------------------------------------
+#
+# RFC 9112, for what a client of one agent needs: a request of known headers, and an answer read
+# whole (its head, then a body framed by Content-Length, by chunks, or by the close). h11 did
+# this before; its general state machine cost a quarter of a millisecond of CPU per request,
+# the largest part of what one change costs ctemplate's event loop (bench/request_cost.py).
+
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+# Header lines as sent: a token, and a value of visible characters, spaces and tabs inside.
+_HEADER_LINES = re.compile(
+    rb"(?:"
+    + _TOKEN
+    + rb": (?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?\r\n)*"
+)
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: [\t\x20-\x7e\x80-\xff]*)?")
+_HEADER_LINE = re.compile(
+    rb"(" + _TOKEN + rb"):[ \t]*((?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)[ \t]*"
+)
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[\t\x20-\x7e\x80-\xff]*)?")
+_MAX_HEAD = 64 * 1024  # bytes of a status line and headers, or of a chunked body's trailer
+_MAX_LINE = 4096  # bytes of a chunk-size line
+
+
+class BadAnswer(ValueError):
+    """The agent's answer is not HTTP/1.1 as RFC 9112 has it (or it closed the connection in
+    the middle of it): ``str()`` says where."""
+
+
+def _request(
+    method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes | None
+) -> bytes:
+    lines = b"".join([name + b": " + value + b"\r\n" for name, value in headers])
+    count = len(headers)
+    if body is not None:
+        lines += b"content-length: " + str(len(body)).encode() + b"\r\n"
+        count += 1
+    if (
+        _HEADER_LINES.fullmatch(lines) is None
+        or lines.count(b"\n") != count  # no line break inside a value ("a\r\nX-Injected: 1")
+        or _TARGET.fullmatch(target) is None
+    ):
+        # Never quoted: the value may be a token.
+        raise LocalProtocolError("a header name or value is not allowed in HTTP")
+    return method + b" " + target + b" HTTP/1.1\r\n" + lines + b"\r\n" + (body or b"")
+
+
+class _Reader:
+    """One answer read from a socket: ``await answer()``."""
+
+    __slots__ = ("again", "buffer", "eof", "head_only", "heard", "loop", "sock", "status")
+
+    def __init__(self, sock: socket.socket, again: bool, *, head_only: bool = False) -> None:
+        self.sock = sock
+        self.head_only = head_only  # the answer to a HEAD: no body, whatever its headers say
+        self.loop = asyncio.get_running_loop()
+        self.again = again  # a failure before any byte of the answer: send once more
+        self.buffer = bytearray()
+        self.status = 0
+        self.heard = False  # some of the answer came
+        self.eof = False  # the agent closed the connection
+
+    async def _fill(self) -> None:
+        """More bytes in ``buffer``; BadAnswer at the end of the stream."""
+        try:
+            chunk = await self.loop.sock_recv(self.sock, _CHUNK)
+        except OSError as exc:
+            if self.again and not self.heard:
+                raise _Retry from exc
+            raise ReadError(str(exc) or type(exc).__name__) from exc
+        if not chunk:
+            if self.again and not self.heard:
+                raise _Retry
+            self.eof = True
+            raise BadAnswer("the connection was closed")
+        self.heard = True
+        self.buffer += chunk
+
+    async def _line_end(self, limit: int, what: str) -> int:
+        """Where the buffer's first CRLF begins, reading until there is one."""
+        start = 0
+        while (end := self.buffer.find(b"\r\n", start)) < 0:
+            if len(self.buffer) > limit:
+                raise BadAnswer(f"{what} is longer than {limit} bytes")
+            start = max(0, len(self.buffer) - 1)
+            await self._fill()
+        if end > limit:
+            raise BadAnswer(f"{what} is longer than {limit} bytes")
+        return end
+
+    async def _head(self) -> bytes:
+        """A status line and headers, without the blank line after them."""
+        start = 0
+        while (end := self.buffer.find(b"\r\n\r\n", start)) < 0:
+            if len(self.buffer) > _MAX_HEAD:
+                raise BadAnswer(f"the status line and headers are longer than {_MAX_HEAD} bytes")
+            start = max(0, len(self.buffer) - 3)
+            await self._fill()
+        if end > _MAX_HEAD:
+            raise BadAnswer(f"the status line and headers are longer than {_MAX_HEAD} bytes")
+        head = bytes(self.buffer[:end])
+        del self.buffer[: end + 4]
+        return head
+
+    async def answer(self) -> tuple[Answer, bool]:
+        """The answer, and whether the connection may carry the next request."""
+        while True:
+            lines = (await self._head()).split(b"\r\n")
+            first = _STATUS_LINE.fullmatch(lines[0])
+            if first is None:
+                raise BadAnswer(f"the status line is {bytes(lines[0][:80])!r}")
+            status = int(first.group(2))
+            if status >= 200:
+                break
+            if status == 101:
+                raise BadAnswer("the agent switched protocols (101), which was not asked for")
+            # An informational (1xx) answer is skipped: the final one follows.
+        self.status = status
+        headers: dict[bytes, bytes] = {}
+        lengths: set[bytes] = set()
+        codings: list[bytes] = []  # of every Transfer-Encoding line, in order
+        keep = first.group(1) == b"1"
+        for line in lines[1:]:
+            m = _HEADER_LINE.fullmatch(line)
+            if m is None:
+                raise BadAnswer(f"a header line is {bytes(line[:80])!r}")
+            name = m.group(1).lower()
+            value = m.group(2)
+            headers[name] = value
+            if name == b"content-length":
+                lengths.update(v.strip() for v in value.split(b","))
+            elif name == b"transfer-encoding":
+                codings.extend(c.strip().lower() for c in value.split(b","))
+            elif name == b"connection" and b"close" in (
+                t.strip().lower() for t in value.split(b",")
+            ):
+                keep = False
+        if status in (204, 304) or self.head_only:
+            body = b""
+        elif codings:
+            if codings != [b"chunked"]:
+                coding = b", ".join(codings)[:40]
+                raise BadAnswer(f"the transfer coding {coding!r} is not chunked")
+            body = await self._chunked()
+        elif lengths:
+            if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
+                raise BadAnswer("the Content-Length header is not one number")
+            body = await self._exactly(int(next(iter(lengths))))
+        else:  # read to the close, which ends the body (and the connection)
+            while True:
+                try:
+                    await self._fill()
+                except BadAnswer:
+                    self.eof = False  # the close was the end of this body
+                    break
+            body = bytes(self.buffer)
+            self.buffer.clear()
+            keep = False
         # Bytes already read beyond the answer are no answer to the next request (a broken
         # agent's, or a desync): a connection holding them is not kept.
-        reusable = (
-            protocol.our_state is h11.DONE
-            and protocol.their_state is h11.DONE
-            and not protocol.trailing_data[0]
-        )
-        if reusable:
-            protocol.start_next_cycle()
-        body_bytes = b"".join(parts) if len(parts) != 1 else bytes(parts[0])
-        return Answer(status, answer_headers, body_bytes), reusable
+        return Answer(status, headers, body), keep and not self.buffer
+
+    async def _exactly(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            await self._fill()
+        body = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return body
+
+    async def _chunked(self) -> bytes:
+        parts: list[bytes] = []
+        while True:
+            end = await self._line_end(_MAX_LINE, "a chunk-size line")
+            m = _CHUNK_SIZE.fullmatch(self.buffer, 0, end)
+            if m is None:
+                raise BadAnswer(f"a chunk-size line is {bytes(self.buffer[: min(end, 40)])!r}")
+            size = int(m.group(1), 16)
+            del self.buffer[: end + 2]
+            if size == 0:
+                break
+            while len(self.buffer) < size + 2:
+                await self._fill()
+            if self.buffer[size : size + 2] != b"\r\n":
+                raise BadAnswer("a chunk does not end with CRLF where its size says")
+            parts.append(bytes(self.buffer[:size]))
+            del self.buffer[: size + 2]
+        # The trailer: header lines (ignored) until an empty line.
+        read = 0
+        while (end := await self._line_end(_MAX_HEAD, "the trailer")) != 0:
+            read += end + 2
+            if read > _MAX_HEAD:
+                raise BadAnswer(f"the trailer is longer than {_MAX_HEAD} bytes")
+            del self.buffer[: end + 2]
+        del self.buffer[:2]
+        return b"".join(parts)

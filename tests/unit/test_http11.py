@@ -20,12 +20,12 @@ import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
-import h11
 import pytest
 
 from ctemplate.consul.http11 import (
     Answer,
     AnswerDeadline,
+    BadAnswer,
     ConnectError,
     LocalProtocolError,
     Pool,
@@ -879,9 +879,124 @@ def test_garbage_instead_of_a_status_line_is_a_read_error() -> None:
 
     with _Server(script) as server:
         error = _run(scenario(server))
-    assert isinstance(error.__cause__, h11.RemoteProtocolError)
-    assert str(error) == f"the answer is not valid HTTP/1.1 ({error.__cause__})"
-    assert "status line" in str(error)
+    assert isinstance(error.__cause__, BadAnswer)
+    assert (
+        str(error) == "the answer is not valid HTTP/1.1 (the status line is b'SSH-2.0-OpenSSH_9.6')"
+    )
+    assert server.accepted == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nX-Consul-Index 7\r\nContent-Length: 0\r\n\r\n",
+            "a header line is b'X-Consul-Index 7'",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\n folded: value\r\nContent-Length: 0\r\n\r\n",
+            "a header line is b' folded: value'",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx",
+            "the transfer coding b'gzip' is not chunked",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "the transfer coding b'gzip, chunked' is not chunked",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+            "the Content-Length header is not one number",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "the Content-Length header is not one number",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n",
+            "a chunk-size line is b'zz'",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+            "a chunk does not end with CRLF where its size says",
+        ),
+        (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "the agent switched protocols (101)"),
+        (b"HTTP/2 200\r\n\r\n", "the status line is b'HTTP/2 200'"),
+        (
+            b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n",
+            "the status line and headers are longer than 65536 bytes",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1" * 5000,
+            "a chunk-size line is longer than 4096 bytes",
+        ),
+    ],
+    ids=[
+        "no-colon",
+        "folded",
+        "gzip-coding",
+        "gzip-then-chunked",
+        "two-lengths",
+        "negative-length",
+        "bad-chunk-size",
+        "chunk-too-long",
+        "switching",
+        "http2",
+        "huge-head",
+        "huge-chunk-line",
+    ],
+)
+def test_an_answer_that_breaks_http11_is_a_read_error_naming_what(
+    answer: bytes, reason: str
+) -> None:
+    def script(peer: _Peer) -> None:
+        peer.read_request()
+        peer.send(answer)
+        peer.wait_for_close()
+
+    async def scenario(server: _Server) -> tuple[ReadError, int]:
+        async with _pool(server) as pool:
+            with pytest.raises(ReadError) as err:
+                await _get(pool)
+            return err.value, pool.open_connections
+
+    with _Server(script) as server:
+        error, open_now = _run(scenario(server))
+    assert str(error).startswith(f"the answer is not valid HTTP/1.1 ({reason}")
+    assert isinstance(error.__cause__, BadAnswer)
+    assert open_now == 0  # the connection is not kept
+
+
+def test_trailers_after_chunks_and_answers_without_a_body_keep_the_connection() -> None:
+    answers = [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nX-Trailer: 1\r\nX-Other: 2\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 12\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length:3  \r\nX-Empty:\r\n\r\nxyz",
+    ]
+
+    def script(peer: _Peer) -> None:
+        for answer in answers:
+            peer.read_request()
+            peer.send(answer)
+        _echo_target(peer)
+
+    async def scenario(server: _Server) -> list[Answer]:
+        async with _pool(server) as pool:
+            return [await _get(pool) for _ in range(len(answers) + 1)]
+
+    with _Server(script) as server:
+        got = _run(scenario(server))
+    assert [(a.status, a.body) for a in got] == [
+        (200, b"abc"),
+        (204, b""),
+        (304, b""),
+        (200, b"xyz"),
+        (200, b"/"),
+    ]
+    assert got[3].headers == {b"content-length": b"3", b"x-empty": b""}
     assert server.accepted == 1
 
 
