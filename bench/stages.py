@@ -134,7 +134,7 @@ def keys_stages(agent: Any, repeat: int) -> list[Row]:
 
     rows.append(
         (
-            "AnswerDecoder: the recursive answer, 1 entry changed since the last",
+            "AnswerDecoder: same answer, 1 entry changed",
             timed(decode_next, repeat),
             "ctemplate",
         )
