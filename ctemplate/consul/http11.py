@@ -469,6 +469,8 @@ class _Reader:
                 coding = b", ".join(codings)[:40]
                 raise BadAnswer(f"the transfer coding {coding!r} is not chunked")
             body = await self._chunked()
+            if lengths:  # both framings: read by chunks, then closed (RFC 9112, 6.3)
+                keep = False
         elif lengths:
             if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
                 raise BadAnswer("the Content-Length header is not one number")

@@ -1000,6 +1000,32 @@ def test_trailers_after_chunks_and_answers_without_a_body_keep_the_connection() 
     assert server.accepted == 1
 
 
+def test_an_answer_framed_both_ways_is_read_by_chunks_and_its_connection_closed() -> None:
+    # RFC 9112, 6.3: Transfer-Encoding wins, and the connection is not used again (the two
+    # framings disagreeing is how a request is smuggled past a proxy).
+    both = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n"
+    )
+
+    def script(peer: _Peer) -> None:
+        if peer.index == 0:
+            peer.read_request()
+            peer.send(both)
+            peer.wait_for_close()
+            return
+        _echo_target(peer)
+
+    async def scenario(server: _Server) -> tuple[Answer, Answer]:
+        async with _pool(server) as pool:
+            return await _get(pool), await _get(pool, b"/next")
+
+    with _Server(script) as server:
+        first, second = _run(scenario(server))
+    assert (first.body, second.body) == (b"hello", b"/next")
+    assert server.accepted == 2
+
+
 @pytest.mark.parametrize("kept", [False, True], ids=["new-connection", "kept-connection"])
 @pytest.mark.parametrize(
     "cut",
