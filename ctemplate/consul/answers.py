@@ -48,13 +48,11 @@ class AnswerDecoder:
         self.reused = 0  # elements taken from the last answer, over the loop's life
 
     def __call__(self, body: bytes) -> Any:
-        if not _MIN_BODY <= len(body) <= _MAX_BODY:
-            self._last = {}
-            return json.loads(body)
         text = body.rstrip(b"\n")
-        if not (text.startswith(_HEAD) and text.endswith(_TAIL)):
-            self._last = {}
-            return json.loads(body)
+        if not (
+            _MIN_BODY <= len(body) <= _MAX_BODY and text.startswith(_HEAD) and text.endswith(_TAIL)
+        ):
+            return self._whole(body)
         pieces = text[len(_HEAD) : len(text) - len(_TAIL)].split(_SEPARATOR)
         last = self._last
         kept: dict[bytes, Any] = {}
@@ -67,8 +65,7 @@ class AnswerDecoder:
                 try:
                     element = json.loads(b"{" + piece + b"}")
                 except ValueError:  # cut in the wrong place: decoded whole
-                    self._last = {}
-                    return json.loads(body)
+                    return self._whole(body)
             else:
                 reused += 1
             kept[piece] = element
@@ -76,3 +73,7 @@ class AnswerDecoder:
         self._last = kept
         self.reused += reused
         return elements
+
+    def _whole(self, body: bytes) -> Any:
+        self._last = {}
+        return json.loads(body)

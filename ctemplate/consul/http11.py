@@ -403,28 +403,23 @@ class _Reader:
         self.heard = True
         self.buffer += chunk
 
-    async def _line_end(self, limit: int, what: str) -> int:
-        """Where the buffer's first CRLF begins, reading until there is one."""
+    async def _find(self, separator: bytes, limit: int, what: str) -> int:
+        """Where ``separator`` first begins in the buffer, reading until it is there; what
+        comes before it is at most ``limit`` bytes (``what`` says what it is: "a chunk-size line
+        is")."""
         start = 0
-        while (end := self.buffer.find(b"\r\n", start)) < 0:
+        while (end := self.buffer.find(separator, start)) < 0:
             if len(self.buffer) > limit:
-                raise BadAnswer(f"{what} is longer than {limit} bytes")
-            start = max(0, len(self.buffer) - 1)
+                raise BadAnswer(f"{what} longer than {limit} bytes")
+            start = max(0, len(self.buffer) - len(separator) + 1)
             await self._fill()
         if end > limit:
-            raise BadAnswer(f"{what} is longer than {limit} bytes")
+            raise BadAnswer(f"{what} longer than {limit} bytes")
         return end
 
     async def _head(self) -> bytes:
         """A status line and headers, without the blank line after them."""
-        start = 0
-        while (end := self.buffer.find(b"\r\n\r\n", start)) < 0:
-            if len(self.buffer) > _MAX_HEAD:
-                raise BadAnswer(f"the status line and headers are longer than {_MAX_HEAD} bytes")
-            start = max(0, len(self.buffer) - 3)
-            await self._fill()
-        if end > _MAX_HEAD:
-            raise BadAnswer(f"the status line and headers are longer than {_MAX_HEAD} bytes")
+        end = await self._find(b"\r\n\r\n", _MAX_HEAD, "the status line and headers are")
         head = bytes(self.buffer[:end])
         del self.buffer[: end + 4]
         return head
@@ -499,7 +494,7 @@ class _Reader:
     async def _chunked(self) -> bytes:
         parts: list[bytes] = []
         while True:
-            end = await self._line_end(_MAX_LINE, "a chunk-size line")
+            end = await self._find(b"\r\n", _MAX_LINE, "a chunk-size line is")
             m = _CHUNK_SIZE.fullmatch(self.buffer, 0, end)
             if m is None:
                 raise BadAnswer(f"a chunk-size line is {bytes(self.buffer[: min(end, 40)])!r}")
@@ -515,7 +510,7 @@ class _Reader:
             del self.buffer[: size + 2]
         # The trailer: header lines (ignored) until an empty line.
         read = 0
-        while (end := await self._line_end(_MAX_HEAD, "the trailer")) != 0:
+        while (end := await self._find(b"\r\n", _MAX_HEAD, "the trailer is")) != 0:
             read += end + 2
             if read > _MAX_HEAD:
                 raise BadAnswer(f"the trailer is longer than {_MAX_HEAD} bytes")

@@ -48,7 +48,7 @@ from jinja2.nodes import Impossible, Name, TemplateData
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import TemplateError
-from .execution import Execution, current, too_big
+from .execution import SIZED, Execution, check_size, current, too_big
 
 __all__ = [
     "BoundedEnvironment",
@@ -267,6 +267,7 @@ def interrupt_all(reason: str = "ctemplate is stopping") -> int:
 # --- size checks before the C operation -------------------------------------------------------
 
 _SIZED = (str, bytes, bytearray, list, tuple)
+_SIZED_EXACT = frozenset(SIZED)  # a result's type checked by exact type first: a set lookup
 _DIGITS = re.compile(r"\d{7,}")  # a width or precision of a million or more
 
 
@@ -308,15 +309,6 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
                 raise too_big("the operator '**'", digits, limit)
     elif operator == "%" and isinstance(left, str):
         _check_widths("the operator '%'", left, right, limit)
-
-
-_SIZED_MAP = (*_SIZED, dict)
-_SIZED_EXACT = frozenset(_SIZED_MAP)  # checked by exact type first: a set lookup
-
-
-def _check_size(what: str, value: Any, limit: int) -> None:
-    if isinstance(value, _SIZED_MAP) and len(value) > limit:
-        raise too_big(what, len(value), limit)
 
 
 def check_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
@@ -382,7 +374,7 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
                 if lines * len(args[1]) > limit:
                     raise too_big("indent()", lines * len(args[1]), limit)
         result = func(*all_args, **kwargs)
-        _check_size(f"{name}()", result, limit)
+        check_size(f"{name}()", result, limit)
         return result
 
     return bounded
@@ -577,7 +569,7 @@ class BudgetHooks:
             if _block_vars is not None:
                 kwargs["_block_vars"] = _block_vars
             result = super().call(__context, __obj, *args, **kwargs)  # type: ignore[misc]
-        if type(result) in _SIZED_EXACT or isinstance(result, _SIZED_MAP):
+        if type(result) in _SIZED_EXACT or isinstance(result, SIZED):
             limit = _limit()
             if limit is not None and len(result) > limit:
                 what = f"{getattr(__obj, '__name__', 'a call')}()"  # (only when refused)

@@ -22,11 +22,13 @@ from ..consul.queries import Query
 from ..errors import TemplateError
 
 __all__ = [
+    "SIZED",
     "BudgetExceeded",
     "Execution",
     "Options",
     "Pass",
     "check_budget",
+    "check_size",
     "current",
     "held",
     "lookup",
@@ -136,18 +138,23 @@ def lookup(query: Query, empty: Any) -> Any:
     return value if found else empty
 
 
+# Values whose length execution_max_size bounds (characters, bytes or items).
+SIZED = (str, bytes, bytearray, list, tuple, dict)
+_SIZED_EXACT = frozenset(SIZED)  # checked by exact type first: a set lookup
+
+
+def check_size(what: str, value: Any, limit: int) -> None:
+    """Refuse ``value``, made by ``what``, if its length is past ``limit``."""
+    if (type(value) in _SIZED_EXACT or isinstance(value, SIZED)) and len(value) > limit:
+        raise too_big(what, len(value), limit)
+
+
 def held(what: str, value: Any) -> Any:
     """``value``, refused if its length is past ``execution_max_size``: what a data function
     returns, for the functions a Jinja template calls without the sandbox's result check
     (``jinja.DATA_CALLS``)."""
-    if type(value) in _SIZED_RESULTS:
-        limit = current.get().options.max_size
-        if len(value) > limit:
-            raise too_big(what, len(value), limit)
+    check_size(what, value, current.get().options.max_size)
     return value
-
-
-_SIZED_RESULTS = frozenset({str, tuple, list, dict})
 
 
 def check_budget(output: int = 0) -> None:
